@@ -1,0 +1,49 @@
+"""softmax_jax: softmax regression (D2L §4.1) in JAX, with exact numerics.
+
+The public API, one name per line. Where things live:
+  softmax.py   logsumexp, softmax, log_softmax, softmax_hessian
+  losses.py    cross_entropy, cross_entropy_grad, sigmoid_cross_entropy
+  info.py      entropy, surprisal, cross-entropy and KL between distributions (softmax_jax.info)
+  model.py     Params, init_params, logits, predict, predict_proba
+  encoding.py  one_hot, CategoryEncoder
+  train.py     TrainState, train_step, train_epoch, evaluate
+  data.py      the digits data set (the embedded default)
+"""
+
+from softmax_jax import info
+from softmax_jax._validation import checked
+from softmax_jax.encoding import CategoryEncoder
+from softmax_jax.encoding import one_hot
+from softmax_jax.losses import cross_entropy
+from softmax_jax.losses import cross_entropy_grad
+from softmax_jax.losses import sigmoid_cross_entropy
+from softmax_jax.model import Params
+from softmax_jax.model import init_params
+from softmax_jax.model import logits
+from softmax_jax.model import predict
+from softmax_jax.model import predict_proba
+from softmax_jax.softmax import log_softmax
+from softmax_jax.softmax import logsumexp
+from softmax_jax.softmax import softmax
+from softmax_jax.softmax import softmax_hessian
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CategoryEncoder",
+    "Params",
+    "checked",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "info",
+    "init_params",
+    "log_softmax",
+    "logits",
+    "logsumexp",
+    "one_hot",
+    "predict",
+    "predict_proba",
+    "sigmoid_cross_entropy",
+    "softmax",
+    "softmax_hessian",
+)

@@ -1,0 +1,188 @@
+"""Input validation shared by every public function.
+
+Two kinds of check:
+
+* Static checks (shapes, dtypes, keyword values) run at trace time on every call, eager or under
+  ``jit``, and raise ``TypeError``/``ValueError`` naming the offending shape or value.
+* Value checks (a label out of range, a negative probability) need concrete values. Eagerly they
+  raise ``ValueError``. Under a transformation the values are tracers, so the check is emitted as
+  ``checkify.debug_check``: a no-op under plain ``jit``, and a real check under
+  :func:`softmax_jax.checked` (``checkify``), whose error names the first offending entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def is_traced(*xs: Any) -> bool:
+  """True if any leaf of ``xs`` is a tracer (its value is unknown at trace time)."""
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(xs))
+
+
+def check(ok: jax.Array, message: str, *fmt_args: jax.Array) -> None:
+  """Checks the boolean scalar ``ok``; ``message`` is a ``str.format`` template for ``fmt_args``.
+
+  Raises ``ValueError`` eagerly; under a transformation emits ``checkify.debug_check``.
+  """
+  if is_traced(ok, *fmt_args):
+    checkify.debug_check(ok, message, *fmt_args)
+  elif not bool(ok):
+    raise ValueError(message.format(*(np.asarray(a) for a in fmt_args)))
+
+
+def check_all(ok: jax.Array, values: jax.Array, message: str) -> None:
+  """Checks that every entry of the boolean array ``ok`` holds.
+
+  ``message`` may use ``{value}``, ``{index}`` and ``{count}``: the first offending entry of
+  ``values``, its index and the number of offending entries.
+  """
+  ok = jnp.asarray(ok)
+  if ok.size == 0:
+    return
+  bad = jnp.ravel(~ok)
+  first = jnp.argmax(bad)
+  index = jnp.stack(jnp.unravel_index(first, ok.shape)) if ok.ndim else jnp.zeros((0,), int)
+  value = jnp.ravel(jnp.broadcast_to(values, ok.shape))[first]
+  template = message.format(value="{0}", index="{1}", count="{2}")
+  check(~jnp.any(bad), template, value, index, jnp.sum(bad))
+
+
+def checked(fn: Callable[..., Any], *, errors=checkify.user_checks) -> Callable[..., Any]:
+  """Wraps ``fn`` so that the library's value checks run under ``jit``.
+
+  Eager calls of softmax_jax functions raise ``ValueError`` on bad values (a label out of range,
+  soft labels that are not probabilities, a temperature that is not positive). Under ``jit`` the
+  values are not known when the function is traced, so the checks are staged out with
+  :mod:`jax.experimental.checkify` and do nothing unless the function is checkified. This wrapper
+  checkifies ``fn``; it returns ``(error, result)`` as ``checkify.checkify`` does::
+
+    err, loss = jax.jit(sj.checked(sj.cross_entropy))(logits, labels)
+    err.throw()  # raises JaxRuntimeError (a ValueError) naming the first bad label
+
+  The checks cost a few reductions over the labels; the wrapped function is otherwise unchanged.
+
+  Args:
+    fn: any function built on softmax_jax (it may itself be jitted or use ``grad``/``vmap``).
+    errors: the checkify error set; the default catches the library's checks (user checks).
+      Pass e.g. ``checkify.user_checks | checkify.nan_checks`` to catch NaNs too.
+
+  Returns:
+    A function with ``fn``'s signature returning ``(checkify.Error, fn's result)``.
+  """
+  return functools.wraps(fn)(checkify.checkify(fn, errors=errors))
+
+
+def as_float_array(x: Any, name: str) -> jax.Array:
+  """Converts ``x`` to a floating-point ``jax.Array``; a non-float dtype is a ``TypeError``."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"{name} must be a floating-point array; got dtype {x.dtype} with shape "
+                    f"{x.shape}.")
+  return x
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+  """float16/bfloat16 accumulate in float32; float32 and float64 stay as they are."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+  if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+    raise TypeError(f"{name} must be an int; got {axis!r}.")
+  if not -ndim <= axis < ndim:
+    raise ValueError(f"{name}={axis} is out of range for an array of rank {ndim}.")
+  return int(axis) % ndim
+
+
+def check_reduction(reduction: Any) -> str:
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+  return reduction
+
+
+def broadcast_mask(where: Any, shape: tuple[int, ...], name: str = "where") -> jax.Array | None:
+  """Validates a boolean mask and broadcasts it to ``shape`` (``None`` stays ``None``)."""
+  if where is None:
+    return None
+  where = jnp.asarray(where)
+  if where.dtype != jnp.bool_:
+    raise TypeError(f"{name} must be a boolean mask; got dtype {where.dtype}.")
+  try:
+    return jnp.broadcast_to(where, shape)
+  except ValueError:
+    raise ValueError(f"{name} of shape {where.shape} does not broadcast to shape {shape}.") from None
+
+
+def check_temperature(temperature: Any) -> Any:
+  """Temperature must be a positive finite scalar; a float, or an array (to learn it by grad)."""
+  if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
+    if not (np.isfinite(temperature) and temperature > 0):
+      raise ValueError(f"temperature must be a positive finite number; got {temperature!r}.")
+    return float(temperature)
+  t = jnp.asarray(temperature)
+  if t.ndim != 0 or not jnp.issubdtype(t.dtype, jnp.floating):
+    raise TypeError(f"temperature must be a positive float scalar; got dtype {t.dtype} with "
+                    f"shape {t.shape}.")
+  check(jnp.isfinite(t) & (t > 0), "temperature must be a positive finite number; got {}.", t)
+  return t
+
+
+def probability_tolerance(dtype: Any, num_classes: int) -> float:
+  """How far from 1 the sum of a probability vector may be.
+
+  Storing each entry in ``dtype`` costs at most half an ulp of relative error, so a vector that
+  sums to 1 in exact arithmetic sums to 1 within ``eps(dtype)`` once rounded; upstream arithmetic
+  (a softmax, a normalisation) adds a few more ulps, and summing ``num_classes`` terms in the
+  accumulation dtype adds up to ``num_classes`` ulps of that dtype.
+  """
+  eps = float(jnp.finfo(dtype).eps)
+  acc_eps = float(jnp.finfo(compute_dtype(dtype)).eps)
+  return 4 * eps + 2 * num_classes * acc_eps
+
+
+def check_distribution(p: jax.Array, axis: int, name: str, where: jax.Array | None = None) -> None:
+  """Value check: entries of ``p`` are >= 0 and sum to 1 along ``axis`` (where ``where``)."""
+  q = p.shape[axis]
+  tol = probability_tolerance(p.dtype, q)
+  p32 = p.astype(compute_dtype(p.dtype))
+  nonneg = p32 >= 0  # False for NaN as well
+  if where is not None:
+    nonneg = nonneg | jnp.expand_dims(~where, axis)
+  check_all(nonneg, p32, f"{name} must be probabilities: entries must be >= 0, got {{value}} "
+                         f"at index {{index}} ({{count}} such entries).")
+  total = jnp.sum(p32, axis=axis)
+  sums_to_one = jnp.abs(total - 1) <= tol
+  if where is not None:
+    sums_to_one = sums_to_one | ~where
+  check_all(sums_to_one, total, f"{name} must sum to 1 along axis {axis} (tolerance {tol:.3g}); "
+                                f"a row sums to {{value}} at batch index {{index}} "
+                                f"({{count}} such rows).")
+
+
+def check_class_ids(labels: jax.Array, num_classes: int, name: str = "labels",
+                    where: jax.Array | None = None) -> None:
+  """Value check: integer ``labels`` lie in ``[0, num_classes)`` (where ``where``)."""
+  ok = (labels >= 0) & (labels < num_classes)
+  if where is not None:
+    ok = ok | ~where
+  check_all(ok, labels, f"{name} must be class ids in [0, {num_classes}); got {{value}} at index "
+                        f"{{index}} ({{count}} out of range).")
+
+
+def check_integer_labels(labels: Any, name: str = "labels") -> jax.Array:
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"{name} must be integer class ids; got dtype {labels.dtype} with shape "
+                    f"{labels.shape}. Cast with .astype(jnp.int32) if they are whole numbers.")
+  return labels

@@ -1,0 +1,133 @@
+r"""The softmax regression model: an affine map to logits, then softmax (D2L §4.1.1).
+
+.. math:: o = x W + b, \qquad \hat y = \mathrm{softmax}(o)
+
+For ``d`` features and ``q`` classes the model has ``d·q`` weights and ``q`` biases: the text's
+2×2 greyscale images (4 features) in 3 classes give 12 weights and 3 biases. The output layer is
+fully connected, so it costs ``O(dq)`` to store and to apply.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from softmax_jax import _validation as v
+from softmax_jax.softmax import softmax
+
+
+class Params(NamedTuple):
+  """Parameters of softmax regression, a pytree.
+
+  Attributes:
+    W: weights, shape ``(d, q)``: ``d`` features, ``q`` classes.
+    b: biases, shape ``(q,)``.
+  """
+
+  W: jax.Array
+  b: jax.Array
+
+  @property
+  def num_features(self) -> int:
+    return self.W.shape[0]
+
+  @property
+  def num_classes(self) -> int:
+    return self.W.shape[1]
+
+
+def init_params(key: jax.Array, num_features: int, num_classes: int, *, scale: float = 0.01,
+                dtype=jnp.float32) -> Params:
+  r"""Draws ``W ~ N(0, scale²)`` and sets ``b = 0``, as D2L's from-scratch code does.
+
+  Args:
+    key: a PRNG key.
+    num_features: ``d``, the input dimension.
+    num_classes: ``q``, the number of classes.
+    scale: standard deviation of the weights (``>= 0``).
+    dtype: a floating dtype.
+
+  Returns:
+    ``Params(W, b)`` with ``W`` of shape ``(d, q)`` and ``b`` of shape ``(q,)``.
+
+  References:
+    Zhang et al., Dive into Deep Learning, §4.1.1.2 and §4.4.1 (initialisation).
+  """
+  for name, n in (("num_features", num_features), ("num_classes", num_classes)):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+      raise ValueError(f"{name} must be a positive int; got {n!r}.")
+  if not (isinstance(scale, (int, float)) and scale >= 0):
+    raise ValueError(f"scale must be a non-negative number; got {scale!r}.")
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"dtype must be floating point; got {dtype!r}.")
+  W = scale * jax.random.normal(key, (num_features, num_classes), dtype)
+  return Params(W=W.astype(dtype), b=jnp.zeros((num_classes,), dtype))
+
+
+def _check(params: Params, x: ArrayLike) -> tuple[Params, jax.Array]:
+  W, b = (jnp.asarray(a) for a in params)
+  if W.ndim != 2 or b.shape != (W.shape[-1],):
+    raise ValueError(f"params must hold W of shape (d, q) and b of shape (q,); got W {W.shape} "
+                     f"and b {b.shape}.")
+  x = v.as_float_array(x, "x")
+  if x.ndim == 0 or x.shape[-1] != W.shape[0]:
+    raise ValueError(f"x must have shape (d,) or (..., d) with d = {W.shape[0]} features (W is "
+                     f"{W.shape}); got {x.shape}.")
+  return Params(W, b), x
+
+
+def _logits_one(params: Params, x_D: jax.Array) -> jax.Array:
+  """Logits of a single example: ``o_C = x_D W_DxC + b_C``."""
+  return x_D @ params.W + params.b
+
+
+def logits(params: Params, x: ArrayLike) -> jax.Array:
+  r"""The affine map ``o = xW + b``, for one example or a batch.
+
+  Written for a single example ``x`` of shape ``(d,)`` and ``jax.vmap``-ped over every leading
+  axis, so ``x`` of shape ``(n, d)`` (or ``(..., d)``) works too; vmap turns the per-example
+  vector–matrix products into one matrix product.
+
+  Args:
+    params: ``Params(W, b)``.
+    x: features, shape ``(d,)`` or ``(..., d)``.
+
+  Returns:
+    Logits of shape ``(q,)`` or ``(..., q)``.
+
+  References:
+    Zhang et al., Dive into Deep Learning, §4.1.1.2 (eq. 4.1.2) and §4.1.1.4 (vectorisation).
+  """
+  params, x = _check(params, x)
+  fn = _logits_one
+  for _ in range(x.ndim - 1):
+    fn = jax.vmap(fn, in_axes=(None, 0))
+  return fn(params, x)
+
+
+def predict(params: Params, x: ArrayLike) -> jax.Array:
+  """The most likely class, ``argmax_j o_j``, as int32.
+
+  Softmax preserves the order of the logits, so no softmax is computed: the argmax of the logits
+  is the argmax of the probabilities (§4.1.1.3).
+
+  Args:
+    params: ``Params(W, b)``.
+    x: features, shape ``(d,)`` or ``(..., d)``.
+
+  Returns:
+    Class ids of shape ``()`` or ``(...)``.
+  """
+  return jnp.argmax(logits(params, x), axis=-1).astype(jnp.int32)
+
+
+def predict_proba(params: Params, x: ArrayLike) -> jax.Array:
+  """Class probabilities ``softmax(xW + b)``, shape ``(q,)`` or ``(..., q)``.
+
+  References:
+    Zhang et al., Dive into Deep Learning, §4.1.1.3 (eq. 4.1.3).
+  """
+  return softmax(logits(params, x), axis=-1)

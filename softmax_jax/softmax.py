@@ -1,0 +1,254 @@
+r"""Log-sum-exp, softmax and log-softmax, stable at any logits (D2L §4.1.1, §4.1.2 and §4.5).
+
+Each function is written for one example, a vector ``x_C`` of ``C`` class scores, and is
+``jax.vmap``-ped over every other axis. Rows are shifted by their max (the log-sum-exp trick), so
+nothing overflows for finite logits, and the limits are defined rather than NaN:
+
+* a masked entry (``where=False``) or a ``-inf`` logit gets probability exactly 0;
+* a row with no mass at all (all ``-inf`` or fully masked) has ``logsumexp = -inf``, softmax 0
+  and log-softmax ``-inf``, with zero gradients;
+* ``+inf`` logits are the limit ``x_i -> inf``: the ``+inf`` entries share the whole mass equally
+  (``softmax([inf, 0]) = [1, 0]``, ``softmax([inf, inf, 0]) = [.5, .5, 0]``), ``logsumexp = +inf``,
+  and the gradients are those of that limit, finite.
+
+Derivatives are closed-form ``custom_jvp`` rules, differentiable to any order:
+``d logsumexp = softmax · dx`` and ``d softmax = p ⊙ (dx − p·dx)``; so the Hessian of
+``logsumexp`` is ``diag(p) − p pᵀ`` (:func:`softmax_hessian`, exercise 1 of §4.1).
+
+float16 and bfloat16 inputs are computed in float32 and returned in their own dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from softmax_jax import _validation as v
+
+# ----------------------------------------------------------------------------------------------
+# Per-example kernels: x_C is one row of class scores in the compute dtype, mask_C a bool row or
+# None. Each public function maps them over the batch with `vmap_rows`.
+# ----------------------------------------------------------------------------------------------
+
+
+def _shifted(x_C: jax.Array, mask_C: jax.Array | None):
+  """Returns ``z_C = x_C − max(x_C)`` with the limits above, ``max`` and ``s = Σ exp(z)``."""
+  if mask_C is not None:
+    x_C = jnp.where(mask_C, x_C, -jnp.inf)
+  m = jax.lax.stop_gradient(jnp.max(x_C))
+  finite = jnp.isfinite(m)
+  # Finite max: the usual shift. max = +inf: the +inf entries are 0, the rest -inf (their limit).
+  # max = -inf: every entry is -inf, and stays so (x - 0).
+  z_C = jnp.where(finite, x_C - jnp.where(finite, m, 0), jnp.where(x_C == jnp.inf, 0.0, -jnp.inf))
+  e_C = jnp.exp(z_C)
+  s = jnp.sum(e_C)  # >= 1 when the row has mass (the max entry contributes exp(0)); else 0
+  return z_C, m, e_C, s
+
+
+def _safe_log(s: jax.Array) -> jax.Array:
+  """log(s) for s >= 0 whose derivative is 0 (not NaN) at s = 0, where the value is -inf."""
+  pos = s > 0
+  return jnp.where(pos, jnp.log(jnp.where(pos, s, 1)), -jnp.inf)
+
+
+def _masked_dot(p_C: jax.Array, dx_C: jax.Array) -> jax.Array:
+  """Σ p·dx, where entries with p = 0 contribute 0 even if dx is not finite there."""
+  return jnp.sum(jnp.where(p_C > 0, p_C * dx_C, 0))
+
+
+@jax.custom_jvp
+def logsumexp_row(x_C: jax.Array, mask_C: jax.Array | None) -> jax.Array:
+  z_C, m, _, s = _shifted(x_C, mask_C)
+  del z_C
+  # m = -inf means s = 0 and the sum is -inf; m = +inf gives +inf; otherwise m + log s.
+  return jnp.where(jnp.isfinite(m), jnp.where(jnp.isfinite(m), m, 0) + _safe_log(s), m)
+
+
+@logsumexp_row.defjvp
+def _logsumexp_row_jvp(primals, tangents):
+  x_C, mask_C = primals
+  dx_C, _ = tangents
+  p_C = softmax_row(x_C, mask_C)
+  return logsumexp_row(x_C, mask_C), _masked_dot(p_C, dx_C)
+
+
+@jax.custom_jvp
+def softmax_row(x_C: jax.Array, mask_C: jax.Array | None) -> jax.Array:
+  _, _, e_C, s = _shifted(x_C, mask_C)
+  return e_C / jnp.where(s > 0, s, 1)  # an empty row stays all 0
+
+
+@softmax_row.defjvp
+def _softmax_row_jvp(primals, tangents):
+  x_C, mask_C = primals
+  dx_C, _ = tangents
+  p_C = softmax_row(x_C, mask_C)
+  dx_C = jnp.where(p_C > 0, dx_C, 0)
+  return p_C, p_C * (dx_C - jnp.sum(p_C * dx_C))
+
+
+@jax.custom_jvp
+def log_softmax_row(x_C: jax.Array, mask_C: jax.Array | None) -> jax.Array:
+  z_C, _, _, s = _shifted(x_C, mask_C)
+  return z_C - jnp.where(s > 0, _safe_log(s), 0)  # an empty row stays all -inf
+
+
+@log_softmax_row.defjvp
+def _log_softmax_row_jvp(primals, tangents):
+  x_C, mask_C = primals
+  dx_C, _ = tangents
+  ls_C = log_softmax_row(x_C, mask_C)
+  p_C = softmax_row(x_C, mask_C)
+  # Entries that are -inf (masked, or -inf logits) are constant: their tangent is 0.
+  return ls_C, jnp.where(ls_C > -jnp.inf, dx_C - _masked_dot(p_C, dx_C), 0)
+
+
+def vmap_rows(fn, num_batch_dims: int, in_axes: tuple[Any, ...]):
+  """``fn`` written for one example, vmapped over ``num_batch_dims`` leading axes."""
+  for _ in range(num_batch_dims):
+    fn = jax.vmap(fn, in_axes=in_axes)
+  return fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def _prepare(x: ArrayLike, axis: Any, where: Any, name: str = "x"):
+  x = v.as_float_array(x, name)
+  if x.ndim == 0:
+    raise ValueError(f"{name} must have a class axis; got a scalar.")
+  axis = v.normalize_axis(axis, x.ndim)
+  if x.shape[axis] == 0:
+    raise ValueError(f"{name} of shape {x.shape} has no classes along axis {axis}.")
+  return x, axis, v.broadcast_mask(where, x.shape)
+
+
+@functools.partial(jax.jit, static_argnames=("row_fn", "axis", "keep_axis"))
+def _apply_rows(x, mask, temperature, *, row_fn, axis, keep_axis):
+  dtype = x.dtype
+  x = x.astype(v.compute_dtype(dtype)) / temperature
+  x = jnp.moveaxis(x, axis, -1)
+  if mask is not None:
+    mask = jnp.moveaxis(mask, axis, -1)
+  out = vmap_rows(row_fn, x.ndim - 1, (0, None if mask is None else 0))(x, mask)
+  if keep_axis:
+    out = jnp.moveaxis(out, -1, axis)
+  return out.astype(dtype)
+
+
+def logsumexp(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None) -> jax.Array:
+  r"""Log-sum-exp along ``axis``, computed stably (the LogSumExp trick).
+
+  .. math:: \operatorname{LSE}(x) = \log \sum_j \exp x_j = m + \log\sum_j \exp(x_j - m),
+     \quad m = \max_j x_j
+
+  Its gradient is :func:`softmax` and its Hessian ``diag(p) − ppᵀ``. It is the log-partition
+  function of §4.1 exercise 6 (convex, and ``LSE(x + b) = LSE(x) + b``) and the RealSoftMax of
+  exercise 5: ``max(x) <= LSE(x) <= max(x) + log C``.
+
+  Args:
+    x: logits, shape ``[..., C, ...]`` with ``C`` classes along ``axis``; floating point.
+    axis: the class axis.
+    where: optional boolean mask broadcastable to ``x``; ``False`` entries are left out.
+
+  Returns:
+    Shape of ``x`` without ``axis``, dtype of ``x``. ``-inf`` for a row with no mass (all
+    ``-inf`` or fully masked), ``+inf`` if the row holds ``+inf``. Never NaN for non-NaN input.
+
+  References:
+    Zhang et al., Dive into Deep Learning, §4.1.2 and §4.5 (the LogSumExp trick).
+  """
+  x, axis, mask = _prepare(x, axis, where)
+  return _apply_rows(x, mask, 1.0, row_fn=logsumexp_row, axis=axis, keep_axis=False)
+
+
+def softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
+            where: ArrayLike | None = None) -> jax.Array:
+  r"""Softmax along ``axis``, with temperature: the Gibbs/Boltzmann distribution.
+
+  .. math:: \mathrm{softmax}(x)_i = \frac{\exp(x_i/T)}{\sum_j \exp(x_j/T)}
+
+  With logits ``x = −E`` (energies) this is Gibbs' ``exp(−E/kT)`` distribution: ``T → 0`` gives
+  the one-hot of the argmax, ``T → ∞`` the uniform distribution. The order of the entries is
+  preserved, so ``argmax softmax(x) = argmax x``.
+
+  Args:
+    x: logits, floating point, with ``C`` classes along ``axis``.
+    axis: the class axis.
+    temperature: ``T > 0``, a Python float or a scalar array (differentiable, e.g. to fit a
+      calibration temperature). ``T <= 0`` or non-finite raises ``ValueError``.
+    where: optional boolean mask broadcastable to ``x``; masked entries get probability 0.
+
+  Returns:
+    Probabilities of the shape and dtype of ``x``, summing to 1 along ``axis`` (all 0 for a row
+    with no mass; see the module docstring for ``±inf``).
+
+  References:
+    Zhang et al., Dive into Deep Learning, §4.1.1 (softmax) and §4.1.5 (Gibbs, temperature);
+    Gibbs, Elementary Principles in Statistical Mechanics, 1902.
+  """
+  x, axis, mask = _prepare(x, axis, where)
+  temperature = v.check_temperature(temperature)
+  return _apply_rows(x, mask, temperature, row_fn=softmax_row, axis=axis, keep_axis=True)
+
+
+def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
+                where: ArrayLike | None = None) -> jax.Array:
+  r"""Log of the softmax along ``axis``, computed stably.
+
+  .. math:: \log\mathrm{softmax}(x)_i = x_i/T - \log\sum_j \exp(x_j/T)
+
+  Args:
+    x: logits, floating point, with ``C`` classes along ``axis``.
+    axis: the class axis.
+    temperature: ``T > 0`` as in :func:`softmax`.
+    where: optional boolean mask broadcastable to ``x``.
+
+  Returns:
+    Array of the shape and dtype of ``x``; masked entries and ``-inf`` logits give ``-inf``.
+
+  References:
+    Zhang et al., Dive into Deep Learning, §4.1.2 and §4.5.
+  """
+  x, axis, mask = _prepare(x, axis, where)
+  temperature = v.check_temperature(temperature)
+  return _apply_rows(x, mask, temperature, row_fn=log_softmax_row, axis=axis, keep_axis=True)
+
+
+def softmax_hessian(logits: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:
+  r"""Hessian of the cross-entropy with respect to the logits: the softmax covariance.
+
+  .. math:: \frac{\partial^2 l}{\partial o_i \partial o_j} = \mathrm{diag}(p) - p p^\top,
+     \quad p = \mathrm{softmax}(o)
+
+  It does not depend on the label, and it is the covariance of the one-hot vector of a class
+  drawn from ``p`` (§4.1 exercise 1). It is also the Hessian of :func:`logsumexp`, which is
+  therefore convex (exercise 6). With class weights or soft labels that sum to ``s``, the
+  Hessian of the loss is ``s`` times this.
+
+  Args:
+    logits: shape ``[..., C]``; the classes are on the last axis.
+    where: optional boolean mask broadcastable to ``logits``; masked classes get zero rows and
+      columns.
+
+  Returns:
+    Shape ``[..., C, C]``, dtype of ``logits``.
+
+  References:
+    Zhang et al., Dive into Deep Learning, §4.1.3 and exercise 4.1.1.
+  """
+  dtype = v.as_float_array(logits, "logits").dtype
+  p = softmax(jnp.asarray(logits).astype(v.compute_dtype(dtype)), where=where)
+  eye = jnp.eye(p.shape[-1], dtype=bool)
+  # The diagonal is p_i (1 − p_i) with 1 − p_i summed from the other classes: p_i − p_i² would
+  # lose every digit of 1 − p_i when p_i is near 1.
+  others = jnp.sum(jnp.where(eye, 0, p[..., None, :]), axis=-1)
+  outer = p[..., :, None] * p[..., None, :]
+  hess = jnp.where(eye, (p * others)[..., :, None], -outer)
+  return hess.astype(dtype)
