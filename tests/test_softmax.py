@@ -1,0 +1,312 @@
+"""Tests for softmax_jax.softmax: logsumexp, softmax, log_softmax, softmax_hessian."""
+
+import functools
+
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import softmax_jax as sj
+from tests.conftest import enable_x64
+
+INF = np.inf
+
+
+def ref_log_softmax(x, axis=-1):
+  """float64 NumPy reference, with the module's limits for all -inf and +inf rows."""
+  x = np.asarray(x, np.float64)
+  x = np.moveaxis(x, axis, -1)
+  m = x.max(-1, keepdims=True)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    z = np.where(np.isfinite(m), x - np.where(np.isfinite(m), m, 0),
+                 np.where(x == INF, 0.0, -INF))
+    s = np.exp(z).sum(-1, keepdims=True)
+    out = z - np.where(s > 0, np.log(np.where(s > 0, s, 1)), 0)
+  return np.moveaxis(out, -1, axis)
+
+
+def ref_logsumexp(x, axis=-1):
+  x = np.asarray(x, np.float64)
+  m = np.max(x, axis=axis, keepdims=True)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    s = np.exp(np.where(np.isfinite(m), x - np.where(np.isfinite(m), m, 0),
+                        np.where(x == INF, 0.0, -INF))).sum(axis, keepdims=True)
+    out = np.where(np.isfinite(m), m + np.log(s), m)
+  return np.squeeze(out, axis)
+
+
+def ref_softmax(x, axis=-1):
+  return np.exp(ref_log_softmax(x, axis))
+
+
+def test_hand_vectors():
+  x = jnp.array([1.0, 2.0, 3.0])
+  e = np.exp([1.0, 2.0, 3.0])
+  np.testing.assert_allclose(jax.jit(sj.softmax)(x), e / e.sum(), rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(sj.logsumexp)(x), np.log(e.sum()), rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(sj.log_softmax)(x), np.log(e / e.sum()), rtol=1e-6)
+  # The text's toy logits (§4.1.1.3): softmax keeps the order of the logits.
+  o = jnp.array([0.1, 2.0, -1.0])
+  assert int(jnp.argmax(sj.softmax(o))) == 1
+
+
+@pytest.mark.parametrize("fn,ref", [(sj.softmax, ref_softmax), (sj.log_softmax, ref_log_softmax),
+                                    (sj.logsumexp, ref_logsumexp)])
+def test_matches_reference_and_jax_nn(fn, ref):
+  x = jax.random.normal(jax.random.PRNGKey(0), (7, 5)) * 5
+  np.testing.assert_allclose(jax.jit(fn)(x), ref(x), rtol=2e-6, atol=2e-6)
+  jax_fn = {sj.softmax: jax.nn.softmax, sj.log_softmax: jax.nn.log_softmax,
+            sj.logsumexp: jax.nn.logsumexp}[fn]
+  np.testing.assert_allclose(fn(x), jax_fn(x, axis=-1), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("fn", [sj.softmax, sj.log_softmax, sj.logsumexp])
+@pytest.mark.parametrize("axis", [0, 1, -2])
+def test_axis_equals_moveaxis(fn, axis):
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 4, 5))
+  out = jax.jit(functools.partial(fn, axis=axis))(x)
+  moved = fn(jnp.moveaxis(x, axis, -1), axis=-1)
+  if fn is sj.logsumexp:
+    np.testing.assert_allclose(out, moved, rtol=1e-6)
+  else:
+    np.testing.assert_allclose(out, jnp.moveaxis(moved, -1, axis), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fn", [sj.softmax, sj.log_softmax, sj.logsumexp])
+def test_jit_equals_eager_and_per_example(fn):
+  x = jax.random.normal(jax.random.PRNGKey(2), (6, 4)) * 3
+  batched = fn(x)
+  np.testing.assert_array_equal(jax.jit(fn)(x), batched)
+  rows = jnp.stack([fn(r) for r in x])
+  np.testing.assert_allclose(rows, batched, rtol=1e-6, atol=1e-7)
+
+
+def test_where_masks_entries_exactly():
+  x = jnp.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+  mask = jnp.array([[True, False, True], [True, True, True]])
+  p = sj.softmax(x, where=mask)
+  assert p[0, 1] == 0.0
+  e = np.exp([1.0, 3.0])
+  np.testing.assert_allclose(p[0, [0, 2]], e / e.sum(), rtol=1e-6)
+  np.testing.assert_allclose(sj.logsumexp(x, where=mask)[0], np.log(e.sum()), rtol=1e-6)
+  assert sj.log_softmax(x, where=mask)[0, 1] == -INF
+  # A mask broadcast from a row.
+  p_row = sj.softmax(x, where=jnp.array([True, False, True]))
+  np.testing.assert_array_equal(p_row[1], p[0])
+
+
+@pytest.mark.parametrize("row,mask", [
+    ([-INF, -INF, -INF], None),
+    ([1.0, 2.0, 3.0], [False, False, False]),
+    ([-INF, 5.0, -INF], [True, False, True]),
+])
+def test_empty_rows_give_minus_inf_and_no_nan(row, mask):
+  x = jnp.array([row, [0.0, 1.0, 2.0]])
+  where = None if mask is None else jnp.array([mask, [True, True, True]])
+  lse = sj.logsumexp(x, where=where)
+  assert lse[0] == -INF and np.isfinite(lse[1])
+  np.testing.assert_array_equal(sj.softmax(x, where=where)[0], [0.0, 0.0, 0.0])
+  np.testing.assert_array_equal(sj.log_softmax(x, where=where)[0], [-INF] * 3)
+  for fn in (sj.logsumexp, sj.softmax, sj.log_softmax):
+    def total(x, fn=fn):
+      out = fn(x, where=where)
+      return jnp.sum(jnp.where(jnp.isfinite(out), out, 0))
+    g = jax.grad(total)(x)
+    assert np.all(np.isfinite(g)), (fn.__name__, g)
+    np.testing.assert_array_equal(g[0], [0.0, 0.0, 0.0])
+    # Forward mode and second order too.
+    _, t = jax.jvp(total, (x,), (jnp.ones_like(x),))
+    assert np.isfinite(t)
+    h = jax.hessian(total)(x)
+    assert np.all(np.isfinite(h))
+
+
+def test_plus_inf_is_the_limit():
+  """+inf logits: the +inf entries share the mass equally (the limit x_i -> inf)."""
+  x = jnp.array([[INF, 0.0, -1.0], [INF, INF, 3.0], [INF, -INF, 1e30]])
+  np.testing.assert_array_equal(sj.softmax(x), [[1, 0, 0], [0.5, 0.5, 0], [1, 0, 0]])
+  np.testing.assert_array_equal(sj.logsumexp(x), [INF, INF, INF])
+  ls = sj.log_softmax(x)
+  np.testing.assert_allclose(ls[1, :2], [np.log(0.5)] * 2, rtol=1e-6)
+  assert ls[0, 0] == 0.0 and ls[0, 1] == -INF
+  g = jax.grad(lambda x: jnp.sum(sj.softmax(x) * jnp.arange(x.size).reshape(x.shape)))(x)
+  assert np.all(np.isfinite(g))
+  np.testing.assert_array_equal(jax.grad(lambda x: sj.logsumexp(x).sum())(x), sj.softmax(x))
+
+
+@pytest.mark.parametrize("scale", [1e4, 3e38])
+def test_extreme_logits_match_float64_reference(scale):
+  x = np.array([[scale, -scale, 0.0], [-scale, -scale, -scale], [scale, scale, -scale],
+                [-INF, scale, -scale], [-INF, -scale, 1.0]], np.float32)
+  for fn, ref in ((sj.softmax, ref_softmax), (sj.log_softmax, ref_log_softmax),
+                  (sj.logsumexp, ref_logsumexp)):
+    out = np.asarray(jax.jit(fn)(jnp.asarray(x)), np.float64)
+    with np.errstate(over="ignore"):
+      expected = ref(x).astype(np.float32)  # -6e38 rounds to -inf in float32
+    assert not np.any(np.isnan(out)), fn.__name__
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6, err_msg=fn.__name__)
+  # Gradients: logsumexp's is the softmax, finite.
+  g = jax.grad(lambda x: jnp.sum(sj.logsumexp(x)))(jnp.asarray(x))
+  np.testing.assert_allclose(g, ref_softmax(x), atol=1e-6)
+  g = jax.grad(lambda x: jnp.sum(sj.softmax(x)[:, 0]))(jnp.asarray(x))
+  assert np.all(np.isfinite(g))
+
+
+def test_d2l_naive_softmax_overflows_but_ours_does_not():
+  x = jnp.array([100.0, 0.0, -100.0])
+  naive = jnp.exp(x) / jnp.sum(jnp.exp(x))  # D2L §4.4's from-scratch softmax
+  assert np.isnan(naive[0])
+  np.testing.assert_allclose(sj.softmax(x), ref_softmax(np.array([100.0, 0.0, -100.0])),
+                             rtol=1e-6, atol=1e-38)
+
+
+@pytest.mark.parametrize("fn", [sj.logsumexp, sj.log_softmax, sj.softmax])
+def test_check_grads_order_2(fn, x64):
+  x = jax.random.normal(jax.random.PRNGKey(3), (3, 4), jnp.float64) * 2
+  check_grads(fn, (x,), order=2, modes=("fwd", "rev"))
+  mask = jnp.array([True, False, True, True])
+  check_grads(lambda x: fn(x, where=mask), (x,), order=2, modes=("fwd", "rev"))
+  if fn is not sj.logsumexp:
+    check_grads(lambda x: fn(x, temperature=0.7), (x,), order=2, modes=("fwd", "rev"))
+
+
+def test_gradients_match_closed_form(x64):
+  x = jax.random.normal(jax.random.PRNGKey(4), (5,), jnp.float64)
+  p = sj.softmax(x)
+  np.testing.assert_allclose(jax.grad(sj.logsumexp)(x), p, rtol=1e-12)
+  np.testing.assert_allclose(jax.jacrev(sj.softmax)(x), jnp.diag(p) - jnp.outer(p, p),
+                             atol=1e-14)
+  np.testing.assert_allclose(jax.jacfwd(sj.log_softmax)(x),
+                             jnp.eye(5) - jnp.broadcast_to(p, (5, 5)), atol=1e-14)
+
+
+def test_hessian_of_logsumexp_is_softmax_hessian(x64):
+  x = jax.random.normal(jax.random.PRNGKey(5), (6,), jnp.float64) * 3
+  np.testing.assert_allclose(jax.hessian(sj.logsumexp)(x), sj.softmax_hessian(x), atol=1e-14)
+  xs = jax.random.normal(jax.random.PRNGKey(6), (2, 3, 4), jnp.float64)
+  hs = sj.softmax_hessian(xs)
+  assert hs.shape == (2, 3, 4, 4)
+  np.testing.assert_allclose(hs[1, 2], jax.hessian(sj.logsumexp)(xs[1, 2]), atol=1e-14)
+  # Covariance of a one-hot draw: PSD with the all-ones vector in its null space.
+  eig = np.linalg.eigvalsh(np.asarray(hs[0, 0]))
+  assert eig.min() > -1e-15
+  np.testing.assert_allclose(hs[0, 0] @ jnp.ones(4), 0, atol=1e-15)
+
+
+def test_softmax_hessian_float32_is_accurate_near_one_hot():
+  x32 = jnp.array([10.0, 1.0, -2.0])
+  with enable_x64():
+    ref = np.asarray(sj.softmax_hessian(x32.astype(jnp.float64)))
+  np.testing.assert_allclose(sj.softmax_hessian(x32), ref, rtol=1e-5, atol=1e-12)
+
+
+def test_temperature_limits_and_gradient():
+  x = jnp.array([1.0, 3.0, 2.0])
+  np.testing.assert_allclose(sj.softmax(x, temperature=1e-3), [0, 1, 0], atol=1e-12)
+  np.testing.assert_allclose(sj.softmax(x, temperature=1e6), [1 / 3] * 3, rtol=1e-5)
+  np.testing.assert_allclose(sj.softmax(x, temperature=2.0), sj.softmax(x / 2.0), rtol=1e-6)
+  # Temperature as a traced scalar, differentiable (calibration fits T by gradient).
+  t = jnp.float32(2.0)
+  g = jax.grad(lambda t: sj.log_softmax(x, temperature=t)[1])(t)
+  p = sj.softmax(x / t)
+  expected = -(x[1] - jnp.dot(p, x)) / t**2
+  np.testing.assert_allclose(g, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("t", [0.0, -1.0, np.nan, np.inf])
+def test_bad_temperature(t):
+  x = jnp.ones(3)
+  with pytest.raises(ValueError, match="temperature"):
+    sj.softmax(x, temperature=t)
+  with pytest.raises(ValueError, match="temperature"):
+    sj.log_softmax(x, temperature=jnp.float32(t))
+  err, _ = jax.jit(sj.checked(lambda x, t: sj.softmax(x, temperature=t)))(x, jnp.float32(t))
+  assert err.get() is not None and "temperature" in err.get()
+  err, _ = jax.jit(sj.checked(lambda x, t: sj.softmax(x, temperature=t)))(x, jnp.float32(1.5))
+  assert err.get() is None
+
+
+def test_bad_inputs():
+  with pytest.raises(TypeError, match="floating"):
+    sj.softmax(jnp.array([1, 2, 3]))
+  with pytest.raises(ValueError, match="class axis"):
+    sj.logsumexp(jnp.float32(1.0))
+  with pytest.raises(ValueError, match="axis=2"):
+    sj.log_softmax(jnp.ones((2, 3)), axis=2)
+  with pytest.raises(TypeError, match="boolean"):
+    sj.softmax(jnp.ones((2, 3)), where=jnp.ones((2, 3)))
+  with pytest.raises(ValueError, match=r"\(2, 2\)"):
+    sj.softmax(jnp.ones((2, 3)), where=jnp.ones((2, 2), bool))
+  with pytest.raises(ValueError, match="no classes"):
+    sj.softmax(jnp.ones((2, 0)))
+  with pytest.raises(TypeError, match="temperature"):
+    sj.softmax(jnp.ones(3), temperature=jnp.ones(2))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_accumulates_in_float32(dtype):
+  x = (jax.random.normal(jax.random.PRNGKey(7), (4, 300)) * 4).astype(dtype)
+  x32 = x.astype(jnp.float32)
+  for fn in (sj.softmax, sj.log_softmax, sj.logsumexp):
+    out = fn(x)
+    assert out.dtype == dtype
+    # Correctly rounded from the float32 computation: within one ulp of the half dtype.
+    np.testing.assert_allclose(out.astype(jnp.float32), fn(x32).astype(dtype).astype(jnp.float32),
+                               rtol=float(jnp.finfo(dtype).eps), atol=1e-6)
+  np.testing.assert_allclose(jnp.sum(sj.softmax(x).astype(jnp.float32), -1), 1,
+                             atol=4 * float(jnp.finfo(dtype).eps))
+
+
+def test_float64(x64):
+  x = jnp.array([1.0, 2.0, 1e-12], jnp.float64)
+  assert sj.softmax(x).dtype == jnp.float64
+  np.testing.assert_allclose(sj.logsumexp(x), ref_logsumexp(np.asarray(x)), rtol=1e-15)
+
+
+_BIG = float(np.float32(1e30))
+finite = st.floats(-_BIG, _BIG, allow_nan=False, width=32)
+rows = hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 8)), elements=finite)
+
+
+@hypothesis.given(rows)
+def test_law_sums_to_one_and_keeps_argmax(x):
+  p = np.asarray(sj.softmax(jnp.asarray(x)), np.float64)
+  np.testing.assert_allclose(p.sum(-1), 1, atol=1e-5)
+  assert np.all(p >= 0)
+  # Order is preserved: x_i >= x_j implies p_i >= p_j (strict order may round to a tie), so the
+  # argmax of the logits is an argmax of the probabilities.
+  for xr, pr in zip(x, p):
+    order = np.argsort(xr, kind="stable")
+    assert np.all(np.diff(pr[order]) >= 0)
+    assert pr[np.argmax(xr)] == pr.max()
+
+
+@hypothesis.given(rows, st.floats(-1000.0, 1000.0, allow_nan=False, width=32))
+def test_law_shift_invariance(x, c):
+  hypothesis.assume(np.all(np.abs(x) < 1e6))
+  np.testing.assert_allclose(sj.softmax(jnp.asarray(x) + c), sj.softmax(jnp.asarray(x)),
+                             atol=1e-5)
+
+
+@hypothesis.given(rows)
+def test_law_logsumexp_bounds(x):
+  lse = np.asarray(sj.logsumexp(jnp.asarray(x)), np.float64)
+  m = x.astype(np.float64).max(-1)
+  tol = 1e-6 * np.maximum(1, np.abs(m))
+  assert np.all(m - tol <= lse) and np.all(lse <= m + np.log(x.shape[-1]) + tol)
+
+
+@hypothesis.given(hnp.arrays(np.float32, st.integers(2, 6),
+                             elements=st.floats(-10, 10, allow_nan=False, width=32)))
+def test_law_temperature_limits(x):
+  top2 = np.sort(x)[-2:]
+  hypothesis.assume(top2[1] - top2[0] > 1e-2)
+  cold = np.asarray(sj.softmax(jnp.asarray(x), temperature=1e-6))
+  assert cold[np.argmax(x)] > 0.999
+  hot = np.asarray(sj.softmax(jnp.asarray(x), temperature=1e7))
+  np.testing.assert_allclose(hot, 1 / x.size, rtol=1e-4)
