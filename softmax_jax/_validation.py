@@ -38,7 +38,7 @@ def check(ok: jax.Array, message: str, *fmt_args: jax.Array) -> None:
   if is_traced(ok, *fmt_args):
     checkify.debug_check(ok, message, *fmt_args)
   elif not bool(ok):
-    raise ValueError(message.format(*(np.asarray(a) for a in fmt_args)))
+    raise ValueError(message.format(*(str(np.asarray(a)) for a in fmt_args)))
 
 
 def check_all(ok: jax.Array, values: jax.Array, message: str) -> None:

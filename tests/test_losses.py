@@ -1,0 +1,550 @@
+"""Tests for softmax_jax.losses: cross_entropy, cross_entropy_grad, sigmoid_cross_entropy."""
+
+import functools
+import itertools
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import softmax_jax as sj
+from tests.conftest import enable_x64
+
+INF = np.inf
+
+
+def ref_log_softmax(o):
+  o = np.asarray(o, np.float64)
+  m = o.max(-1, keepdims=True)
+  return o - m - np.log(np.exp(o - m).sum(-1, keepdims=True))
+
+
+def ref_cross_entropy(logits, labels, *, weight=None, mask=None, reduction="none", eps=0.0):
+  """NumPy (float64) transcription of torch.nn.functional.cross_entropy's semantics.
+
+  Classes on the last axis; ``mask=False`` plays ``ignore_index``. For class ids PyTorch computes
+  ``(1−ε)·nll + ε/C·smooth`` where ``smooth = −Σ_c w_c ls_c`` and, for "mean", divides both by
+  ``Σ_n w_{y_n}`` over kept examples; for probabilities it divides by the number of examples.
+  """
+  ls = ref_log_softmax(logits)
+  num_classes = ls.shape[-1]
+  w = np.ones(num_classes) if weight is None else np.asarray(weight, np.float64)
+  labels = np.asarray(labels)
+  keep = np.ones(ls.shape[:-1], bool) if mask is None else np.asarray(mask)
+  if labels.ndim == ls.ndim - 1:
+    y = np.where(keep, labels, 0)
+    nll = np.where(keep, -w[y] * np.take_along_axis(ls, y[..., None], -1)[..., 0], 0)
+    smooth = np.where(keep, -(ls * w).sum(-1), 0)
+    if reduction == "none":
+      return (1 - eps) * nll + eps / num_classes * smooth
+    if reduction == "sum":
+      return (1 - eps) * nll.sum() + eps / num_classes * smooth.sum()
+    denom = np.where(keep, w[y], 0).sum()
+    return ((1 - eps) * nll.sum() + eps / num_classes * smooth.sum()) / denom
+  t = np.asarray(labels, np.float64) * (1 - eps) + eps / num_classes
+  per = np.where(keep, -(ls * t * w).sum(-1), 0)
+  if reduction == "none":
+    return per
+  if reduction == "sum":
+    return per.sum()
+  return per.sum() / keep.sum()
+
+
+def ref_grad(logits, labels, *, weight=None, mask=None, eps=0.0):
+  """Closed form per example: softmax(o)·Σ_j v_j − v, v = w ⊙ ((1−ε)y + ε/C)."""
+  ls = ref_log_softmax(logits)
+  p = np.exp(ls)
+  num_classes = p.shape[-1]
+  labels = np.asarray(labels)
+  y = np.eye(num_classes)[labels] if labels.ndim == p.ndim - 1 else np.asarray(labels, np.float64)
+  w = np.ones(num_classes) if weight is None else np.asarray(weight, np.float64)
+  vv = w * ((1 - eps) * y + eps / num_classes)
+  g = p * vv.sum(-1, keepdims=True) - vv
+  return g if mask is None else np.where(np.asarray(mask)[..., None], g, 0)
+
+
+def _problem(seed=0, n=6, c=5, soft=False, dtype=jnp.float32):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  logits = (jax.random.normal(k1, (n, c)) * 3).astype(dtype)
+  if soft:
+    labels = jax.nn.softmax(jax.random.normal(k2, (n, c)) * 2).astype(dtype)
+  else:
+    labels = jax.random.randint(k2, (n,), 0, c)
+  return logits, labels
+
+
+WEIGHTS = np.array([0.5, 2.0, 1.0, 0.0, 3.0])
+MASK = np.array([True, False, True, True, False, True])
+COMBOS = list(itertools.product([False, True], [None, WEIGHTS], [None, MASK],
+                                ["none", "mean", "sum"], [0.0, 0.2]))
+
+
+def _combo_id(combo):
+  soft, w, m, red, eps = combo
+  return (f"{'soft' if soft else 'hard'}-{'w' if w is not None else 'now'}-"
+          f"{'mask' if m is not None else 'nomask'}-{red}-eps{eps}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Values
+# ------------------------------------------------------------------------------------------------
+
+
+def test_optax_published_vectors():
+  logits = jnp.array([[10.0, 1.0, -2.0], [1.0, 4.0, 0.2]])
+  labels = jnp.array([1, 0])
+  np.testing.assert_allclose(jax.jit(sj.cross_entropy)(logits, labels), [9.00013, 3.0696733],
+                             rtol=1e-6)
+  # The same as probability labels.
+  np.testing.assert_allclose(sj.cross_entropy(logits, jax.nn.one_hot(labels, 3)),
+                             [9.00013, 3.0696733], rtol=1e-6)
+
+
+def test_d2l_y_hat_example():
+  y_hat = jnp.array([[0.1, 0.3, 0.6], [0.3, 0.2, 0.5]])
+  loss = sj.cross_entropy(jnp.log(y_hat), jnp.array([0, 2]), reduction="mean")
+  np.testing.assert_allclose(loss, 1.4979, atol=5e-5)
+  np.testing.assert_allclose(loss, -(np.log(0.1) + np.log(0.5)) / 2, rtol=1e-6)
+
+
+def test_text_soft_label_example():
+  """The text's soft label (0.1, 0.2, 0.7): the loss is −Σ y log softmax(o)."""
+  o = jnp.array([1.0, 2.0, 3.0])
+  y = jnp.array([0.1, 0.2, 0.7])
+  np.testing.assert_allclose(sj.cross_entropy(o, y), -(np.asarray(y) * ref_log_softmax(o)).sum(),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=_combo_id)
+def test_matches_torch_semantics_reference(combo):
+  soft, w, m, red, eps = combo
+  logits, labels = _problem(soft=soft)
+  out = jax.jit(functools.partial(sj.cross_entropy, class_weights=w, where=m, reduction=red,
+                                  label_smoothing=eps))(logits, labels)
+  expected = ref_cross_entropy(logits, labels, weight=w, mask=m, reduction=red, eps=eps)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("combo", COMBOS[::3], ids=_combo_id)
+def test_matches_torch(combo):
+  torch = pytest.importorskip("torch")
+  soft, w, m, red, eps = combo
+  logits, labels = _problem(soft=soft, dtype=jnp.float32)
+  t_labels = torch.tensor(np.asarray(labels).astype(np.float64 if soft else np.int64))
+  if m is not None:
+    if soft:
+      pytest.skip("PyTorch has no ignore_index for probability targets")
+    t_labels = torch.where(torch.tensor(m), t_labels, -100)
+  expected = torch.nn.functional.cross_entropy(
+      torch.tensor(np.asarray(logits), dtype=torch.float64), t_labels,
+      weight=None if w is None else torch.tensor(w), reduction=red, label_smoothing=eps)
+  out = sj.cross_entropy(logits, labels, class_weights=w, where=m, reduction=red,
+                         label_smoothing=eps)
+  np.testing.assert_allclose(out, expected.numpy(), rtol=2e-6, atol=1e-6)
+
+
+def test_integer_path_equals_one_hot_path():
+  logits, labels = _problem(seed=3)
+  onehot = jax.nn.one_hot(labels, 5)
+  for red, eps, m in itertools.product(["none", "sum", "mean"], [0.0, 0.3], [None, MASK]):
+    kw = dict(reduction=red, label_smoothing=eps, where=m)
+    np.testing.assert_allclose(sj.cross_entropy(logits, labels, **kw),
+                               sj.cross_entropy(logits, onehot, **kw), rtol=1e-6, atol=1e-7)
+  # With weights the per-example values agree; the "mean" normalisers differ by design (torch).
+  for red in ("none", "sum"):
+    np.testing.assert_allclose(
+        sj.cross_entropy(logits, labels, class_weights=WEIGHTS, reduction=red),
+        sj.cross_entropy(logits, onehot, class_weights=WEIGHTS, reduction=red), rtol=1e-6)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_axis_equals_moveaxis(soft, axis):
+  key = jax.random.PRNGKey(4)
+  logits = jax.random.normal(key, (3, 4, 5))
+  labels = (jax.nn.softmax(logits * 0.3, axis=axis) if soft else
+            jax.random.randint(key, logits.shape[:axis] + logits.shape[axis + 1:], 0,
+                               logits.shape[axis]))
+  out = sj.cross_entropy(logits, labels, axis=axis, label_smoothing=0.1)
+  moved = sj.cross_entropy(jnp.moveaxis(logits, axis, -1),
+                           jnp.moveaxis(labels, axis, -1) if soft else labels,
+                           label_smoothing=0.1)
+  np.testing.assert_allclose(out, moved, rtol=1e-6)
+  g = sj.cross_entropy_grad(logits, labels, axis=axis)
+  g_moved = sj.cross_entropy_grad(jnp.moveaxis(logits, axis, -1),
+                                  jnp.moveaxis(labels, axis, -1) if soft else labels)
+  np.testing.assert_allclose(g, jnp.moveaxis(g_moved, -1, axis), rtol=1e-6, atol=1e-7)
+
+
+def test_per_example_vmap_equals_batched_reference_and_eager():
+  logits, labels = _problem(seed=5, n=32, c=10)
+  batched = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
+  out = sj.cross_entropy(logits, labels)
+  np.testing.assert_allclose(out, batched, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(jax.jit(sj.cross_entropy)(logits, labels), out)
+  one = jnp.stack([sj.cross_entropy(o, y) for o, y in zip(logits, labels)])
+  np.testing.assert_allclose(one, out, rtol=1e-6)
+
+
+def test_all_masked_mean_is_zero_with_zero_gradient():
+  logits, labels = _problem()
+  mask = np.zeros(6, bool)
+  f = lambda o: sj.cross_entropy(o, labels, where=mask, reduction="mean")  # noqa: E731
+  assert f(logits) == 0.0
+  np.testing.assert_array_equal(jax.grad(f)(logits), np.zeros((6, 5)))
+  # Zero total weight: also 0, not NaN.
+  w = np.zeros(5)
+  assert sj.cross_entropy(logits, labels, class_weights=w, reduction="mean") == 0.0
+
+
+def test_masked_examples_may_hold_garbage():
+  """Masked logits may be NaN/inf and masked labels out of range (ignore_index=-100)."""
+  logits = jnp.array([[1.0, 2.0, 3.0], [jnp.nan, INF, -INF]])
+  labels = jnp.array([2, -100])
+  mask = jnp.array([True, False])
+  f = lambda o: sj.cross_entropy(o, labels, where=mask, reduction="mean")  # noqa: E731
+  np.testing.assert_allclose(f(logits), -ref_log_softmax([1.0, 2.0, 3.0])[2], rtol=1e-6)
+  g = jax.grad(f)(logits)
+  np.testing.assert_array_equal(g[1], [0.0, 0.0, 0.0])
+  assert np.all(np.isfinite(g))
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradients
+# ------------------------------------------------------------------------------------------------
+
+
+def _norm(labels, w, m, red, soft):
+  if red != "mean":
+    return 1.0
+  keep = np.ones(np.shape(labels)[:1], bool) if m is None else m
+  if soft or w is None:
+    return keep.sum()
+  return np.where(keep, w[np.asarray(labels)], 0).sum()
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-6), (jnp.float64, 1e-12)])
+@pytest.mark.parametrize("combo", COMBOS, ids=_combo_id)
+def test_grad_equals_closed_form(combo, dtype, tol):
+  soft, w, m, red, eps = combo
+  with enable_x64():
+    logits, labels = _problem(soft=soft, dtype=dtype)
+    kw = dict(class_weights=w, where=m, label_smoothing=eps)
+    if red == "none":  # any cotangent: take one that is not all ones
+      ct = jnp.arange(1.0, 7.0, dtype=dtype)
+      f = lambda o: jnp.dot(sj.cross_entropy(o, labels, reduction="none", **kw), ct)  # noqa: E731
+      scale = np.asarray(ct)[:, None]
+    else:
+      f = lambda o: sj.cross_entropy(o, labels, reduction=red, **kw)  # noqa: E731
+      scale = 1.0 / _norm(labels, w, m, red, soft)
+    g = jax.jit(jax.grad(f))(logits)
+    assert g.dtype == dtype
+    closed = sj.cross_entropy_grad(logits, labels, **kw)
+    np.testing.assert_allclose(g, np.asarray(closed) * scale, rtol=tol, atol=tol)
+    np.testing.assert_allclose(closed, ref_grad(logits, labels, weight=w, mask=m, eps=eps),
+                               rtol=tol * 10, atol=tol * 10)
+
+
+@pytest.mark.parametrize("combo", COMBOS[::2], ids=_combo_id)
+def test_check_grads_order_2(combo, x64):
+  soft, w, m, red, eps = combo
+  logits, labels = _problem(soft=soft, dtype=jnp.float64)
+  f = functools.partial(sj.cross_entropy, labels=labels, class_weights=w, where=m,
+                        reduction=red, label_smoothing=eps)
+  check_grads(lambda o: f(o), (logits,), order=2, modes=("fwd", "rev"))
+
+
+def test_check_grads_soft_labels_and_weights(x64):
+  logits, labels = _problem(soft=True, dtype=jnp.float64)
+  # Finite differences step off the simplex: jit skips the eager value checks.
+  check_grads(jax.jit(lambda y: sj.cross_entropy(logits, y, reduction="sum",
+                                                 label_smoothing=0.1)),
+              (labels,), order=2, modes=("fwd", "rev"))
+  w = jnp.asarray(WEIGHTS) + 0.5
+  for red in ("sum", "mean"):
+    check_grads(lambda w, red=red: sj.cross_entropy(logits, labels, class_weights=w,
+                                                    reduction=red), (w,), order=1,
+                modes=("fwd", "rev"))
+    hard = jnp.array([0, 1, 2, 3, 4, 0])
+    check_grads(lambda w, red=red: sj.cross_entropy(logits, hard, class_weights=w,
+                                                    reduction=red, label_smoothing=0.1),
+                (w,), order=1, modes=("fwd", "rev"))
+
+
+def test_hessian_is_softmax_covariance(x64):
+  o = jnp.array([2.0, -1.0, 0.5, 3.0], jnp.float64)
+  for label in (jnp.array(1), jnp.array([0.1, 0.2, 0.3, 0.4], jnp.float64)):
+    h = jax.hessian(lambda o, label=label: sj.cross_entropy(o, label))(o)
+    np.testing.assert_allclose(h, sj.softmax_hessian(o), atol=1e-14)
+  # With weights the Hessian scales by Σ v = w_y.
+  w = jnp.array([1.0, 3.0, 1.0, 1.0], jnp.float64)
+  h = jax.hessian(lambda o: sj.cross_entropy(o, jnp.array(1), class_weights=w))(o)
+  np.testing.assert_allclose(h, 3.0 * sj.softmax_hessian(o), atol=1e-14)
+
+
+def test_backward_is_the_closed_form_where_autodiff_would_fail():
+  """Plain autodiff of lse(o) − o_y gives NaN at a +inf logit; the closed form does not."""
+  logits = jnp.array([[INF, 0.0, 1.0]])
+  labels = jnp.array([0])
+  naive = lambda o: (jax.nn.logsumexp(o, -1) - o[:, 0]).sum()  # noqa: E731
+  assert np.isnan(jax.grad(naive)(logits)).any()
+  g = jax.grad(lambda o: sj.cross_entropy(o, labels, reduction="sum"))(logits)
+  np.testing.assert_array_equal(g, sj.cross_entropy_grad(logits, labels))
+  np.testing.assert_array_equal(g, [[0.0, 0.0, 0.0]])
+
+
+# ------------------------------------------------------------------------------------------------
+# Stability
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e4, 3e38])
+def test_extreme_logits_finite_and_match_float64(scale):
+  logits = np.array([[scale, -scale, 0.0], [-scale, 0.0, scale], [scale, scale, -scale],
+                     [-scale, -scale, -scale], [0.0, -scale, scale]], np.float32)
+  labels = np.array([0, 2, 1, 1, 2])  # every loss representable in float32
+  out = jax.jit(sj.cross_entropy)(jnp.asarray(logits), jnp.asarray(labels))
+  expected = ref_cross_entropy(logits, labels)
+  assert np.all(np.isfinite(out))
+  np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+  g = jax.grad(lambda o: sj.cross_entropy(o, jnp.asarray(labels), reduction="sum"))(
+      jnp.asarray(logits))
+  assert np.all(np.isfinite(g))
+  np.testing.assert_allclose(g, ref_grad(logits, labels), atol=1e-6)
+  # Soft labels at the extremes.
+  soft = np.array([[0.5, 0.0, 0.5]] * 5, np.float32)
+  soft[3] = [1 / 3, 1 / 3, 1 / 3]
+  ok = np.array([True, False, False, True, False])
+  out = sj.cross_entropy(jnp.asarray(logits[ok]), jnp.asarray(soft[ok]))
+  expected = ref_cross_entropy(logits[ok], soft[ok])
+  assert np.all(np.isfinite(out))
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_loss_beyond_float_range_is_inf_not_nan():
+  logits = jnp.array([3e38, -3e38])
+  out = sj.cross_entropy(logits, jnp.array(1))  # exact value 6e38 > float32 max
+  assert out == INF
+  g = jax.grad(sj.cross_entropy)(logits, jnp.array(1))
+  np.testing.assert_array_equal(g, [1.0, -1.0])
+
+
+def test_minus_inf_masked_classes():
+  logits = jnp.array([[-INF, 1.0, 2.0], [0.5, -INF, -INF]])
+  labels = jnp.array([1, 0])
+  out = sj.cross_entropy(logits, labels)
+  np.testing.assert_allclose(out, [-ref_log_softmax([1.0, 2.0])[0], 0.0], rtol=1e-6, atol=1e-7)
+  g = jax.grad(lambda o: sj.cross_entropy(o, labels, reduction="sum"))(logits)
+  assert np.all(np.isfinite(g))
+  np.testing.assert_allclose(g[0], [0.0, *(np.exp(ref_log_softmax([1.0, 2.0])) - [1, 0])],
+                             atol=1e-7)
+  # optax's NaN case: a zero soft label on a -inf logit contributes 0 (0·log 0 = 0).
+  soft = jnp.array([[0.0, 0.3, 0.7], [1.0, 0.0, 0.0]])
+  out = sj.cross_entropy(logits, soft)
+  assert np.all(np.isfinite(out))
+  g = jax.grad(lambda o: sj.cross_entropy(o, soft, reduction="mean"))(logits)
+  assert np.all(np.isfinite(g))
+  # The label on a -inf (impossible) class: the loss is +inf, the gradient finite.
+  out = sj.cross_entropy(logits, jnp.array([0, 1]))
+  np.testing.assert_array_equal(out, [INF, INF])
+  assert np.all(np.isfinite(jax.grad(lambda o: sj.cross_entropy(o, jnp.array([0, 1])).sum())(
+      logits)))
+
+
+def test_plus_inf_logits_are_the_limit():
+  logits = jnp.array([[INF, 0.0, 1.0], [INF, 0.0, 1.0], [INF, INF, 0.0]])
+  labels = jnp.array([0, 1, 0])
+  out = sj.cross_entropy(logits, labels)
+  np.testing.assert_allclose(out, [0.0, INF, np.log(2)], rtol=1e-6)
+  g = jax.grad(lambda o: sj.cross_entropy(o, labels).sum())(logits)
+  np.testing.assert_allclose(g, [[0, 0, 0], [1, -1, 0], [-0.5, 0.5, 0]], atol=1e-7)
+
+
+def test_out_of_range_label_under_plain_jit_is_nan_not_clamped():
+  logits = jnp.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+  out = jax.jit(sj.cross_entropy)(logits, jnp.array([2, 3]))
+  assert np.isfinite(out[0]) and np.isnan(out[1])
+  out = jax.jit(sj.cross_entropy)(logits, jnp.array([2, -1]))
+  assert np.isnan(out[1])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_loss_is_float32_and_not_quantised(dtype):
+  logits, labels = _problem(seed=8, n=64, c=10, dtype=dtype)
+  out = sj.cross_entropy(logits, labels, reduction="none")
+  assert out.dtype == jnp.float32
+  expected = ref_cross_entropy(np.asarray(logits.astype(jnp.float32)), labels)
+  np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+  # optax #1020: bf16 losses came out in steps of 0.25. Here they keep float32 resolution.
+  mean = sj.cross_entropy(logits, labels, reduction="mean")
+  assert mean.dtype == jnp.float32
+  np.testing.assert_allclose(mean, expected.mean(), rtol=1e-6)
+  g = jax.grad(lambda o: sj.cross_entropy(o, labels, reduction="mean"))(logits)
+  assert g.dtype == dtype
+
+
+def test_float64(x64):
+  logits, labels = _problem(dtype=jnp.float64)
+  out = sj.cross_entropy(logits, labels)
+  assert out.dtype == jnp.float64
+  np.testing.assert_allclose(out, ref_cross_entropy(logits, labels), rtol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: eagerly and through sj.checked under jit
+# ------------------------------------------------------------------------------------------------
+
+LOGITS = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+
+BAD_VALUES = [
+    ("label 3 of 3 classes", dict(labels=jnp.array([0, 3])), "class ids in \\[0, 3\\); got 3"),
+    ("negative label", dict(labels=jnp.array([-1, 0])), "got -1"),
+    ("negative soft label", dict(labels=jnp.array([[1.2, -0.2, 0.0], [0.2, 0.3, 0.5]])),
+     ">= 0, got -0.2"),
+    ("soft labels not summing to 1", dict(labels=jnp.array([[0.5, 0.25, 0.0], [0.2, 0.3, 0.5]])),
+     "sum to 1.*0.75 at batch index \\[0\\]"),
+    ("NaN soft label", dict(labels=jnp.array([[jnp.nan, 0.5, 0.5], [0.2, 0.3, 0.5]])), "nan"),
+    ("negative class weight", dict(labels=jnp.array([0, 1]), class_weights=jnp.array([1.0, -1.0, 1.0])),
+     "class_weights"),
+]
+
+
+@pytest.mark.parametrize("name,kw,msg", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_bad_values_raise_eagerly_and_under_checked_jit(name, kw, msg):
+  with pytest.raises(ValueError, match=msg):
+    sj.cross_entropy(LOGITS, **kw)
+  with pytest.raises(ValueError, match=msg):
+    sj.cross_entropy_grad(LOGITS, **kw)
+  labels = kw.pop("labels")
+  f = jax.jit(sj.checked(lambda o, y: sj.cross_entropy(o, y, reduction="mean", **kw)))
+  err, _ = f(LOGITS, labels)
+  assert err.get() is not None
+  with pytest.raises(ValueError, match=msg):
+    err.throw()
+  # The check also fires inside grad and vmap, and stays silent for good input.
+  g = jax.jit(sj.checked(jax.grad(lambda o, y: sj.cross_entropy(o, y, reduction="sum", **kw))))
+  assert g(LOGITS, labels)[0].get() is not None
+  good = jnp.array([0, 2]) if labels.ndim == 1 else jnp.full((2, 3), 1 / 3)
+  good_kw = {k: jnp.abs(a) for k, a in kw.items()}
+  err, _ = jax.jit(sj.checked(lambda o, y: sj.cross_entropy(o, y, **good_kw)))(LOGITS, good)
+  assert err.get() is None
+
+
+def test_masked_bad_labels_are_allowed():
+  out = sj.cross_entropy(LOGITS, jnp.array([0, 7]), where=jnp.array([True, False]))
+  assert out[1] == 0
+  err, _ = jax.jit(sj.checked(lambda o, y, m: sj.cross_entropy(o, y, where=m)))(
+      LOGITS, jnp.array([0, 7]), jnp.array([True, False]))
+  assert err.get() is None
+
+
+@pytest.mark.parametrize("kw,exc,msg", [
+    (dict(labels=jnp.array([0.0, 1.0])), TypeError, "class ids.*float32"),
+    (dict(labels=jnp.array([[1, 0, 0], [0, 1, 0]])), TypeError, "probability vectors.*int32"),
+    (dict(labels=jnp.array([0, 1, 2])), ValueError, r"labels of shape \(3,\)"),
+    (dict(labels=jnp.array([True, False])), TypeError, "bool"),
+    (dict(labels=jnp.array([0, 1]), class_weights=jnp.ones(4)), ValueError,
+     r"class_weights must have shape \(3,\).*\(4,\)"),
+    (dict(labels=jnp.array([0, 1]), where=jnp.ones(3, bool)), ValueError, r"where of shape \(3,\)"),
+    (dict(labels=jnp.array([0, 1]), where=jnp.ones(2)), TypeError, "boolean"),
+    (dict(labels=jnp.array([0, 1]), label_smoothing=1.5), ValueError, "label_smoothing"),
+    (dict(labels=jnp.array([0, 1]), label_smoothing=jnp.float32(0.1)), TypeError,
+     "label_smoothing"),
+    (dict(labels=jnp.array([0, 1]), reduction="avg"), ValueError, "reduction"),
+    (dict(labels=jnp.array([0, 1]), axis=2), ValueError, "axis=2"),
+])
+def test_bad_static_input(kw, exc, msg):
+  with pytest.raises(exc, match=msg):
+    sj.cross_entropy(LOGITS, **kw)
+  with pytest.raises(exc, match=msg):  # static checks fire under jit as well
+    jax.jit(lambda o: sj.cross_entropy(o, **kw))(LOGITS)
+
+
+def test_integer_logits_rejected():
+  with pytest.raises(TypeError, match="logits must be a floating-point"):
+    sj.cross_entropy(jnp.array([[1, 2]]), jnp.array([0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Sigmoid cross-entropy
+# ------------------------------------------------------------------------------------------------
+
+
+def ref_sigmoid_ce(o, y):
+  o = np.asarray(o, np.float64)
+  y = np.asarray(y, np.float64)
+  return y * np.logaddexp(0, -o) + (1 - y) * np.logaddexp(0, o)
+
+
+def test_sigmoid_ce_values_and_torch_semantics():
+  key = jax.random.PRNGKey(9)
+  o = jax.random.normal(key, (4, 5)) * 4
+  y = (jax.random.uniform(jax.random.PRNGKey(10), (4, 5)) > 0.5).astype(jnp.float32)
+  np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y), ref_sigmoid_ce(o, y), rtol=1e-6)
+  np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y, reduction="mean"),
+                             ref_sigmoid_ce(o, y).mean(), rtol=1e-6)
+  np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y, reduction="sum"),
+                             ref_sigmoid_ce(o, y).sum(), rtol=1e-6)
+  m = np.arange(20).reshape(4, 5) % 3 != 0
+  np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y, where=m, reduction="mean"),
+                             ref_sigmoid_ce(o, y)[m].mean(), rtol=1e-6)
+  # The text's per-example loss sums the labels' terms.
+  np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y).sum(-1),
+                             ref_sigmoid_ce(o, y).sum(-1), rtol=1e-6)
+  torch = pytest.importorskip("torch")
+  t = torch.nn.functional.binary_cross_entropy_with_logits(
+      torch.tensor(np.asarray(o), dtype=torch.float64), torch.tensor(np.asarray(y), dtype=torch.float64))
+  np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y, reduction="mean"), t.numpy(), rtol=1e-6)
+
+
+def test_sigmoid_ce_extremes_exact_and_finite():
+  o = jnp.array([3e38, -3e38, 3e38, -3e38, 3e38, 1e4, -1e4, -INF, INF, 0.0])
+  y = jnp.array([1.0, 0.0, 0.0, 1.0, 0.5, 0.25, 1.0, 0.0, 1.0, 0.5])
+  out = jax.jit(sj.sigmoid_cross_entropy)(o, y)
+  np.testing.assert_allclose(out, [0, 0, 3e38, 3e38, 1.5e38, 7500.0, 1e4, 0, 0, np.log(2)],
+                             rtol=1e-6)
+  g = jax.grad(lambda o: sj.sigmoid_cross_entropy(o, y, reduction="sum"))(o)
+  np.testing.assert_allclose(g, np.asarray(jax.nn.sigmoid(o)) - np.asarray(y), atol=1e-7)
+  assert np.all(np.isfinite(g))
+
+
+def test_sigmoid_ce_gradients(x64):
+  o = jax.random.normal(jax.random.PRNGKey(11), (3, 4), jnp.float64) * 3
+  y = jax.random.uniform(jax.random.PRNGKey(12), (3, 4), jnp.float64)
+  check_grads(lambda o, y: sj.sigmoid_cross_entropy(o, y, reduction="mean"), (o, y), order=2,
+              modes=("fwd", "rev"))
+  g = jax.grad(lambda o: sj.sigmoid_cross_entropy(o, y, reduction="sum"))(o)
+  np.testing.assert_allclose(g, jax.nn.sigmoid(o) - y, atol=1e-14)
+  m = jnp.array([True, False, True, True])
+  g = jax.grad(lambda o: sj.sigmoid_cross_entropy(o, y, where=m, reduction="sum"))(o)
+  np.testing.assert_allclose(g, jnp.where(m, jax.nn.sigmoid(o) - y, 0), atol=1e-14)
+
+
+def test_sigmoid_ce_bad_input():
+  o = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match=r"in \[0, 1\]; got 1.5"):
+    sj.sigmoid_cross_entropy(o, jnp.array([[0.0, 1.5, 0.0], [0.0, 0.0, 0.0]]))
+  with pytest.raises(TypeError, match="floating"):
+    sj.sigmoid_cross_entropy(o, jnp.zeros((2, 3), jnp.int32))
+  with pytest.raises(ValueError, match="shape"):
+    sj.sigmoid_cross_entropy(o, jnp.zeros((2, 4)))
+  err, _ = jax.jit(sj.checked(sj.sigmoid_cross_entropy))(o, jnp.full((2, 3), -0.5))
+  assert err.get() is not None and "[0, 1]" in err.get()
+
+
+@hypothesis.given(st.integers(2, 6), st.integers(0, 2**31 - 1))
+@hypothesis.settings(max_examples=20)
+def test_law_loss_nonnegative_and_minimised_by_the_label(num_classes, seed):
+  logits, labels = _problem(seed=seed, n=4, c=num_classes)
+  loss = sj.cross_entropy(logits, labels)
+  assert np.all(np.asarray(loss) >= 0)
+  # Soft labels: CE(softmax(o), o) = H(softmax(o)) <= CE(q, o) for any other q (Gibbs).
+  p = jax.nn.softmax(logits)
+  q = jax.nn.softmax(logits[::-1])
+  assert np.all(np.asarray(sj.cross_entropy(logits, p)) <=
+                np.asarray(sj.cross_entropy(jnp.log(q), p)) + 1e-5)
