@@ -121,7 +121,8 @@ def broadcast_mask(where: Any, shape: tuple[int, ...], name: str = "where") -> j
   try:
     return jnp.broadcast_to(where, shape)
   except ValueError:
-    raise ValueError(f"{name} of shape {where.shape} does not broadcast to shape {shape}.") from None
+    raise ValueError(
+        f"{name} of shape {where.shape} does not broadcast to shape {shape}.") from None
 
 
 def check_temperature(temperature: Any) -> Any:
@@ -173,11 +174,18 @@ def check_distribution(p: jax.Array, axis: int, name: str, where: jax.Array | No
 def check_class_ids(labels: jax.Array, num_classes: int, name: str = "labels",
                     where: jax.Array | None = None) -> None:
   """Value check: integer ``labels`` lie in ``[0, num_classes)`` (where ``where``)."""
+  labels = widen_ids(labels)
   ok = (labels >= 0) & (labels < num_classes)
   if where is not None:
     ok = ok | ~where
   check_all(ok, labels, f"{name} must be class ids in [0, {num_classes}); got {{value}} at index "
                         f"{{index}} ({{count}} out of range).")
+
+
+def widen_ids(labels: jax.Array) -> jax.Array:
+  """Class ids in a dtype at least as wide as int32, so that comparing them with a class count
+  cannot wrap (200 in int8 is −56; 256 in uint8 is 0)."""
+  return labels.astype(jnp.promote_types(labels.dtype, jnp.int32))
 
 
 def check_integer_labels(labels: Any, name: str = "labels") -> jax.Array:

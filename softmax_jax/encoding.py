@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable
+from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -45,7 +47,8 @@ def one_hot(labels: ArrayLike, num_classes: int, *, dtype=jnp.float32, axis: int
     raise ValueError(f"num_classes must be a positive int; got {num_classes!r}.")
   axis = v.normalize_axis(axis, labels.ndim + 1)
   v.check_class_ids(labels, int(num_classes))
-  return _one_hot(labels, num_classes=int(num_classes), dtype=jnp.dtype(dtype), axis=axis)
+  return _one_hot(v.widen_ids(labels), num_classes=int(num_classes), dtype=jnp.dtype(dtype),
+                  axis=axis)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "dtype", "axis"))
@@ -103,6 +106,8 @@ class CategoryEncoder:
       kind = type(values).__name__
       raise TypeError(f"values must be a sequence of categories, not a single {kind} "
                       f"{values!r}; wrap it in a list.")
+    if not isinstance(values, np.ndarray):
+      values = list(values)  # sets, generators, tuples
     arr = np.asarray(values, dtype=object)
     if arr.ndim == 2 and arr.shape[1] == 1:
       arr = arr[:, 0]
@@ -199,4 +204,4 @@ class CategoryEncoder:
       i = int(np.flatnonzero(~valid)[0])
       raise ValueError(f"row {i} is not one-hot: {arr[i].tolist()}.")
     idx = ones.argmax(axis=1)
-    return [cats[j] if k == 1 else None for j, k in zip(idx, n_ones)]
+    return [cats[j] if k == 1 else None for j, k in zip(idx, n_ones, strict=True)]

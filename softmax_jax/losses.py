@@ -28,7 +28,9 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
-from softmax_jax.softmax import log_softmax_row, softmax_row, vmap_rows
+from softmax_jax.softmax import log_softmax_row
+from softmax_jax.softmax import softmax_row
+from softmax_jax.softmax import vmap_rows
 
 _SymbolicZero = jax.custom_derivatives.SymbolicZero
 
@@ -193,8 +195,7 @@ def _per_example(row_fn, eps, logits, labels, hard, axis, class_weights, mask):
   """Maps ``row_fn(eps, o_C, label, w_C, m)`` over the batch, classes moved last."""
   cdtype = v.compute_dtype(logits.dtype)
   o = jnp.moveaxis(logits.astype(cdtype), axis, -1)
-  if not hard:
-    labels = jnp.moveaxis(labels.astype(cdtype), axis, -1)
+  labels = v.widen_ids(labels) if hard else jnp.moveaxis(labels.astype(cdtype), axis, -1)
   w = None if class_weights is None else class_weights.astype(cdtype)
   in_axes = (0, 0, None, None if mask is None else 0)
   fn = vmap_rows(functools.partial(row_fn, eps), o.ndim - 1, in_axes)
@@ -213,7 +214,7 @@ def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, redu
   # "mean": torch's normalisation. Class ids: Σ of the weights of the kept examples' labels
   # (their count without weights). Probability labels: the number of kept examples.
   if hard and class_weights is not None:
-    safe = jnp.clip(labels, 0, logits.shape[axis] - 1)  # only to gather; range is checked
+    safe = jnp.clip(v.widen_ids(labels), 0, logits.shape[axis] - 1)  # to gather; range checked
     kept = class_weights.astype(loss.dtype)[safe]
     norm = jnp.sum(kept if mask is None else jnp.where(mask, kept, 0))
   else:

@@ -9,6 +9,8 @@ fully connected, so it costs ``O(dq)`` to store and to apply.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -57,10 +59,12 @@ def init_params(key: jax.Array, num_features: int, num_classes: int, *, scale: f
     Zhang et al., Dive into Deep Learning, §4.1.1.2 and §4.4.1 (initialisation).
   """
   for name, n in (("num_features", num_features), ("num_classes", num_classes)):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
       raise ValueError(f"{name} must be a positive int; got {n!r}.")
-  if not (isinstance(scale, (int, float)) and scale >= 0):
-    raise ValueError(f"scale must be a non-negative number; got {scale!r}.")
+  if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
+      math.isfinite(scale) and scale >= 0):
+    raise ValueError(f"scale must be a finite non-negative number; got {scale!r}.")
+  num_features, num_classes, scale = int(num_features), int(num_classes), float(scale)
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"dtype must be floating point; got {dtype!r}.")
   W = scale * jax.random.normal(key, (num_features, num_classes), dtype)

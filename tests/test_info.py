@@ -351,13 +351,13 @@ _TOL = 1e-5
 
 class TestLaws:
 
-  @hypothesis.settings(max_examples=40)
+  @hypothesis.settings(max_examples=25)
   @hypothesis.given(distribution_pairs())
   def test_gibbs_inequality(self, pq):
     p, q = pq
     assert info.cross_entropy(p, q) >= info.entropy(p) - _TOL
 
-  @hypothesis.settings(max_examples=40)
+  @hypothesis.settings(max_examples=25)
   @hypothesis.given(distribution_pairs())
   def test_kl_is_nonnegative_and_matches_reference(self, pq):
     p, q = pq
@@ -366,13 +366,13 @@ class TestLaws:
     assert kl >= -_TOL
     np.testing.assert_allclose(kl, np_kl(p, q), atol=1e-5, rtol=1e-4)
 
-  @hypothesis.settings(max_examples=30)
+  @hypothesis.settings(max_examples=20)
   @hypothesis.given(st.sampled_from([2, 3]).flatmap(distributions))
   def test_kl_is_zero_for_equal_distributions(self, p):
     np.testing.assert_allclose(info.kl_divergence(p, p), 0.0, atol=_TOL)
     np.testing.assert_allclose(info.cross_entropy(p, p), info.entropy(p), atol=_TOL)
 
-  @hypothesis.settings(max_examples=40)
+  @hypothesis.settings(max_examples=25)
   @hypothesis.given(distribution_pairs())
   def test_kl_is_positive_when_distributions_differ(self, pq):
     p, q = pq
@@ -383,14 +383,14 @@ class TestLaws:
     # Pinsker: KL ≥ ½ ‖P − Q‖₁², so a margin in L1 is a margin in KL.
     assert kl >= 0.5 * l1**2 - _TOL
 
-  @hypothesis.settings(max_examples=30)
+  @hypothesis.settings(max_examples=20)
   @hypothesis.given(distribution_pairs(allow_zeros=False))
   def test_cross_entropy_is_entropy_plus_kl(self, pq):
     p, q = pq
     np.testing.assert_allclose(info.cross_entropy(p, q),
                                info.entropy(p) + info.kl_divergence(p, q), atol=_TOL, rtol=1e-5)
 
-  @hypothesis.settings(max_examples=30)
+  @hypothesis.settings(max_examples=20)
   @hypothesis.given(distribution_pairs())
   def test_bits_are_nats_over_log_two(self, pq):
     p, q = pq
@@ -403,7 +403,7 @@ class TestLaws:
                                rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(info.surprisal(p, base=2), info.surprisal(p) / ln2, rtol=1e-6)
 
-  @hypothesis.settings(max_examples=30)
+  @hypothesis.settings(max_examples=20)
   @hypothesis.given(st.sampled_from([2, 3]).flatmap(distributions))
   def test_entropy_bounds(self, p):
     h = info.entropy(p)

@@ -187,7 +187,7 @@ def test_per_example_vmap_equals_batched_reference_and_eager():
   out = sj.cross_entropy(logits, labels)
   np.testing.assert_allclose(out, batched, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(jax.jit(sj.cross_entropy)(logits, labels), out)
-  one = jnp.stack([sj.cross_entropy(o, y) for o, y in zip(logits, labels)])
+  one = jnp.stack([sj.cross_entropy(o, y) for o, y in zip(logits, labels, strict=True)])
   np.testing.assert_allclose(one, out, rtol=1e-6)
 
 
@@ -270,8 +270,7 @@ def test_check_grads_soft_labels_and_weights(x64):
     check_grads(lambda w, red=red: sj.cross_entropy(logits, labels, class_weights=w,
                                                     reduction=red), (w,), order=1,
                 modes=("fwd", "rev"))
-    hard = jnp.array([0, 1, 2, 3, 4, 0])
-    check_grads(lambda w, red=red: sj.cross_entropy(logits, hard, class_weights=w,
+    check_grads(lambda w, red=red: sj.cross_entropy(logits, jnp.array([0, 1, 2, 3, 4, 0]), class_weights=w,
                                                     reduction=red, label_smoothing=0.1),
                 (w,), order=1, modes=("fwd", "rev"))
 

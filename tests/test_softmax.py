@@ -280,7 +280,7 @@ def test_law_sums_to_one_and_keeps_argmax(x):
   assert np.all(p >= 0)
   # Order is preserved: x_i >= x_j implies p_i >= p_j (strict order may round to a tie), so the
   # argmax of the logits is an argmax of the probabilities.
-  for xr, pr in zip(x, p):
+  for xr, pr in zip(x, p, strict=True):
     order = np.argsort(xr, kind="stable")
     assert np.all(np.diff(pr[order]) >= 0)
     assert pr[np.argmax(xr)] == pr.max()

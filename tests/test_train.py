@@ -1,0 +1,171 @@
+"""Tests for softmax_jax.train and softmax_jax.data, and a smoke run of experiments/train.py."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import softmax_jax as sj
+from softmax_jax import data
+from softmax_jax import train
+
+
+def _toy(n=50, d=4, q=3, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.random((n, d), dtype=np.float32)
+  y = rng.integers(0, q, n).astype(np.int32)
+  return x, y
+
+
+def test_make_batches_keeps_and_masks_the_short_batch():
+  x, y = _toy(n=10)
+  b = train.make_batches(jnp.asarray(x), jnp.asarray(y), 4)
+  assert b.x.shape == (3, 4, 4) and b.y.shape == (3, 4) and b.mask.shape == (3, 4)
+  np.testing.assert_array_equal(b.mask.reshape(-1), [True] * 10 + [False] * 2)
+  np.testing.assert_array_equal(b.x.reshape(-1, 4)[:10], x)
+  with pytest.raises(ValueError, match="batch_size"):
+    train.make_batches(jnp.asarray(x), jnp.asarray(y), 0)
+
+
+def test_short_batch_gradient_is_the_mean_over_its_real_examples():
+  x, y = _toy(n=3)
+  params = sj.init_params(jax.random.PRNGKey(0), 4, 3, scale=1.0)
+  padded = train.make_batches(jnp.asarray(x), jnp.asarray(y), 5)
+  batch = jax.tree.map(lambda a: a[0], padded)
+  g = jax.grad(train.objective)(params, batch)
+  exact = train.Batch(jnp.asarray(x), jnp.asarray(y), jnp.ones(3, bool))
+  g_exact = jax.grad(train.objective)(params, exact)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), g, g_exact)
+
+
+@pytest.mark.parametrize("l2,eps", [(0.0, 0.0), (0.1, 0.2)])
+def test_autodiff_gradient_equals_closed_form(l2, eps):
+  x, y = _toy(n=17)
+  params = sj.init_params(jax.random.PRNGKey(1), 4, 3, scale=1.0)
+  batch = train.make_batches(jnp.asarray(x), jnp.asarray(y), 32)
+  batch = jax.tree.map(lambda a: a[0], batch)
+  g = jax.grad(functools.partial(train.objective, l2=l2, label_smoothing=eps))(params, batch)
+  closed = train.closed_form_grad(params, batch, l2=l2, label_smoothing=eps)
+  # And the text's formula by hand: Xᵀ(softmax(O) − Y)/n + λW, mean(softmax(O) − Y).
+  o = x @ np.asarray(params.W) + np.asarray(params.b)
+  p = np.exp(o - o.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  target = (1 - eps) * np.eye(3)[y] + eps / 3
+  dW = x.T @ (p - target) / len(y) + l2 * np.asarray(params.W)
+  db = (p - target).mean(0)
+  np.testing.assert_allclose(g.W, dW, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(g.b, db, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(closed.W, dW, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(closed.b, db, rtol=1e-5, atol=1e-6)
+
+
+def test_train_step_is_pure_and_reports_gradient_check():
+  x, y = _toy(n=8)
+  opt = optax.sgd(0.1)
+  state = train.create_train_state(jax.random.PRNGKey(2), 4, 3, opt)
+  batch = train.Batch(jnp.asarray(x), jnp.asarray(y), jnp.ones(8, bool))
+  step = jax.jit(functools.partial(train.train_step, optimizer=opt, check_grad=True))
+  s1, m1 = step(state, batch)
+  s2, m2 = step(state, batch)
+  jax.tree.map(np.testing.assert_array_equal, s1, s2)
+  assert int(s1.step) == 1
+  assert float(m1["grad_max_rel_diff"]) < 1e-5
+  # The update is SGD on the closed-form gradient.
+  closed = train.closed_form_grad(state.params, batch)
+  np.testing.assert_allclose(s1.params.W, state.params.W - 0.1 * closed.W, rtol=1e-5, atol=1e-7)
+
+
+def test_epoch_scan_equals_python_loop_of_steps():
+  x, y = _toy(n=30)
+  opt = optax.sgd(0.5)
+  state = train.create_train_state(jax.random.PRNGKey(3), 4, 3, opt)
+  xs, ys = jnp.asarray(x), jnp.asarray(y)
+  perm = jax.random.permutation(jax.random.fold_in(state.key, 0), 30)
+  batches = train.make_batches(xs, ys, 8, perm)
+  looped = state
+  for i in range(batches.x.shape[0]):
+    looped, _ = train.train_step(looped, jax.tree.map(lambda a, i=i: a[i], batches), optimizer=opt)
+  scanned, metrics = train.train_epoch(state, xs, ys, jnp.int32(0), batch_size=8, optimizer=opt)
+  assert metrics["loss"].shape == (4,)
+  np.testing.assert_allclose(scanned.params.W, looped.params.W, rtol=1e-5, atol=1e-7)
+
+
+def test_evaluate_is_exact_with_a_short_last_batch():
+  x, y = _toy(n=37)
+  params = sj.init_params(jax.random.PRNGKey(4), 4, 3, scale=2.0)
+  out = train.evaluate(params, jnp.asarray(x), jnp.asarray(y), batch_size=8)
+  o = x @ np.asarray(params.W) + np.asarray(params.b)
+  ls = o - o.max(1, keepdims=True)
+  ls = ls - np.log(np.exp(ls).sum(1, keepdims=True))
+  np.testing.assert_allclose(out["loss"], -ls[np.arange(37), y].mean(), rtol=1e-5)
+  assert out["accuracy"] == np.mean(o.argmax(1) == y)
+  assert out["n"] == 37
+
+
+def test_make_optimizer():
+  assert isinstance(train.make_optimizer("adam", 1e-3), optax.GradientTransformation)
+  train.make_optimizer("momentum", 0.1, weight_decay=1e-4)
+  with pytest.raises(ValueError, match="optimizer must be one of"):
+    train.make_optimizer("lbfgs", 0.1)
+  with pytest.raises(ValueError, match="learning_rate"):
+    train.make_optimizer("sgd", 0.0)
+  with pytest.raises(ValueError, match="weight_decay"):
+    train.make_optimizer("sgd", 0.1, weight_decay=-1.0)
+
+
+def test_digits_split():
+  ds = data.load_digits()
+  assert ds.num_features == 64 and ds.num_classes == 10 and ds.image_shape == (8, 8)
+  assert len(ds.y_train) + len(ds.y_test) == 1797
+  assert 0.19 < len(ds.y_test) / 1797 < 0.21
+  assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+  assert ds.x_train.min() >= 0 and ds.x_train.max() <= 1
+  # Stratified: every class keeps its share of the test split (within one example).
+  counts = np.bincount(np.concatenate([ds.y_train, ds.y_test]))
+  np.testing.assert_allclose(np.bincount(ds.y_test), 0.2 * counts, atol=1)
+  again = data.load_digits()
+  np.testing.assert_array_equal(ds.y_test, again.y_test)
+  with pytest.raises(ValueError, match="test_fraction"):
+    data.stratified_split(ds.y_train, test_fraction=1.5, seed=0)
+
+
+def _tiny_digits():
+  ds = data.load_digits()
+  return ds._replace(x_train=ds.x_train[:300], y_train=ds.y_train[:300])
+
+
+def test_fit_learns_and_is_deterministic():
+  ds = _tiny_digits()
+  _, hist = train.fit(ds, epochs=3, batch_size=64, learning_rate=0.5, seed=0)
+  assert [r["epoch"] for r in hist] == [1, 2, 3]
+  assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+  assert hist[-1]["test_accuracy"] > 0.5
+  assert hist[-1]["grad_check_max_rel_diff"] < 1e-5
+  _, hist2 = train.fit(ds, epochs=3, batch_size=64, learning_rate=0.5, seed=0)
+  assert [r["test_loss"] for r in hist] == [r["test_loss"] for r in hist2]
+
+
+def test_fit_stops_when_the_gradient_check_fails():
+  with pytest.raises(train.GradientCheckError, match="closed form"):
+    train.fit(_tiny_digits(), epochs=1, batch_size=64, grad_rtol=-1.0)
+
+
+def test_experiment_smoke(tmp_path):
+  from absl.testing import flagsaver
+
+  from experiments import train as exp
+  with flagsaver.flagsaver(epochs=2, batch_size=128, workdir=str(tmp_path)):
+    exp.FLAGS.mark_as_parsed()
+    exp.main([])
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 2
+  rec = json.loads(lines[-1])
+  for key in ("epoch", "train_loss", "test_loss", "test_accuracy", "examples_per_sec",
+              "wall_time", "grad_check_max_abs_diff"):
+    assert key in rec
+  assert rec["epoch"] == 2 and 0 < rec["test_accuracy"] <= 1
+  assert rec["grad_check_max_rel_diff"] < 1e-5
