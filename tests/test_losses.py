@@ -325,6 +325,17 @@ def test_extreme_logits_finite_and_match_float64(scale):
   np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1e4, 3e38])
+def test_cross_entropy_grad_at_extremes_matches_float64(scale):
+  logits = np.array([[scale, -scale, 0.0], [-INF, scale, -scale], [-INF, -INF, 1.0]], np.float32)
+  labels = np.array([1, 2, 2])
+  g = sj.cross_entropy_grad(jnp.asarray(logits), jnp.asarray(labels), label_smoothing=0.1)
+  assert np.all(np.isfinite(g))
+  p = np.exp(np.asarray(sj.log_softmax(jnp.asarray(logits)), np.float64))
+  target = 0.9 * np.eye(3)[labels] + 0.1 / 3
+  np.testing.assert_allclose(g, p - target, atol=1e-7)
+
+
 def test_loss_beyond_float_range_is_inf_not_nan():
   logits = jnp.array([3e38, -3e38])
   out = sj.cross_entropy(logits, jnp.array(1))  # exact value 6e38 > float32 max
@@ -495,7 +506,12 @@ def test_sigmoid_ce_values_and_torch_semantics():
   # The text's per-example loss sums the labels' terms.
   np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y).sum(-1),
                              ref_sigmoid_ce(o, y).sum(-1), rtol=1e-6)
+
+
+def test_sigmoid_ce_matches_torch():
   torch = pytest.importorskip("torch")
+  o = jax.random.normal(jax.random.PRNGKey(9), (4, 5)) * 4
+  y = jax.random.uniform(jax.random.PRNGKey(10), (4, 5))
   t = torch.nn.functional.binary_cross_entropy_with_logits(
       torch.tensor(np.asarray(o), dtype=torch.float64), torch.tensor(np.asarray(y), dtype=torch.float64))
   np.testing.assert_allclose(sj.sigmoid_cross_entropy(o, y, reduction="mean"), t.numpy(), rtol=1e-6)

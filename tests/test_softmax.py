@@ -198,6 +198,16 @@ def test_hessian_of_logsumexp_is_softmax_hessian(x64):
   np.testing.assert_allclose(hs[0, 0] @ jnp.ones(4), 0, atol=1e-15)
 
 
+@pytest.mark.parametrize("scale", [1e4, 3e38])
+def test_softmax_hessian_at_extremes(scale):
+  x = jnp.array([[scale, -scale, 0.0], [scale, scale, -INF], [-INF, -INF, -INF]])
+  h = sj.softmax_hessian(x)
+  assert np.all(np.isfinite(h))
+  np.testing.assert_allclose(h[0], np.zeros((3, 3)), atol=1e-30)  # a one-hot has no variance
+  np.testing.assert_allclose(h[1], [[0.25, -0.25, 0], [-0.25, 0.25, 0], [0, 0, 0]], atol=1e-7)
+  np.testing.assert_array_equal(h[2], np.zeros((3, 3)))
+
+
 def test_softmax_hessian_float32_is_accurate_near_one_hot():
   x32 = jnp.array([10.0, 1.0, -2.0])
   with enable_x64():
