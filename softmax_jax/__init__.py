@@ -10,7 +10,9 @@ The public API, one name per line. Where things live:
   data.py      the digits data set (the embedded default)
 """
 
+from softmax_jax import data
 from softmax_jax import info
+from softmax_jax import train
 from softmax_jax._validation import checked
 from softmax_jax.encoding import CategoryEncoder
 from softmax_jax.encoding import one_hot
@@ -35,6 +37,7 @@ __all__ = (
     "checked",
     "cross_entropy",
     "cross_entropy_grad",
+    "data",
     "info",
     "init_params",
     "log_softmax",
@@ -46,4 +49,5 @@ __all__ = (
     "sigmoid_cross_entropy",
     "softmax",
     "softmax_hessian",
+    "train",
 )

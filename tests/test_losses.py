@@ -473,6 +473,8 @@ def test_bad_static_input(kw, exc, msg):
     sj.cross_entropy(LOGITS, **kw)
   with pytest.raises(exc, match=msg):  # static checks fire under jit as well
     jax.jit(lambda o: sj.cross_entropy(o, **kw))(LOGITS)
+  with pytest.raises(exc, match=msg):  # and through the checked path, at trace time
+    jax.jit(sj.checked(lambda o: sj.cross_entropy(o, **kw)))(LOGITS)
 
 
 def test_integer_logits_rejected():
