@@ -6,8 +6,10 @@ The public API, one name per line. Where things live:
   info.py      entropy, surprisal, cross-entropy and KL between distributions (softmax_jax.info)
   model.py     Params, init_params, logits, predict, predict_proba
   encoding.py  one_hot, CategoryEncoder
-  train.py     TrainState, train_step, train_epoch, evaluate
-  data.py      the digits data set (the embedded default)
+  train.py     TrainState, train_step, train_epoch (lax.scan), evaluate, fit
+  run.py       a training run in a workdir: metrics, curves, checkpoints, resume
+  checkpoint.py, plots.py   atomic files and checkpoints; figures
+  data.py      digits (the embedded default), fashion_mnist, mnist, toy, user files
 """
 
 from softmax_jax import data

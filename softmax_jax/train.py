@@ -30,6 +30,7 @@ from softmax_jax.losses import cross_entropy_grad
 from softmax_jax.model import Params
 from softmax_jax.model import init_params
 from softmax_jax.model import logits
+from softmax_jax.softmax import softmax
 
 
 class TrainState(NamedTuple):
@@ -86,28 +87,50 @@ def closed_form_grad(params: Params, batch: Batch, *, l2: float = 0.0,
   return Params(W=batch.x.T @ g_BxC / n + l2 * params.W, b=jnp.sum(g_BxC, 0) / n)
 
 
+def _grad_diffs(grads: Params, closed: Params) -> tuple[jax.Array, jax.Array]:
+  """Max absolute difference of two gradients, and that relative to the closed form's max."""
+  diff = jnp.max(jnp.stack([jnp.max(jnp.abs(a - b)) for a, b in zip(grads, closed, strict=True)]))
+  scale = jnp.max(jnp.stack([jnp.max(jnp.abs(b)) for b in closed]))
+  return diff, diff / jnp.maximum(scale, jnp.finfo(diff.dtype).tiny)
+
+
 def train_step(state: TrainState, batch: Batch, *, optimizer: optax.GradientTransformation,
-               l2: float = 0.0, label_smoothing: float = 0.0,
-               check_grad: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+               l2: float = 0.0, label_smoothing: float = 0.0, check_grad_every: int = 0,
+               loss_fn=objective) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer update on one minibatch; pure, so it jits and scans.
 
   Hyperparameters are keywords: bind them with ``functools.partial`` before ``jax.jit``.
 
+  Args:
+    state: the current state.
+    batch: one minibatch.
+    optimizer: an optax transformation.
+    l2: the L2 penalty ``λ`` of the objective.
+    label_smoothing: ``ε`` of the loss.
+    check_grad_every: every this many steps (counted by ``state.step``), compare the autodiff
+      gradient with the closed form ``Xᵀ(softmax(O) − Y)/n + λW``, ``mean(softmax(O) − Y)``;
+      0 never does.
+    loss_fn: the objective ``loss_fn(params, batch, *, l2, label_smoothing)`` to differentiate
+      (default :func:`objective`; the gradient check assumes it).
+
   Returns:
-    ``(new_state, metrics)`` with metrics ``loss`` (the objective before the update) and, with
-    ``check_grad``, ``grad_max_abs_diff`` and ``grad_max_rel_diff`` between the autodiff and the
-    closed-form gradient.
+    ``(new_state, metrics)`` with ``loss`` (the objective before the update) and, when checking,
+    ``grad_checked`` (bool), ``grad_max_abs_diff`` and ``grad_max_rel_diff`` (0 when unchecked).
   """
-  obj = functools.partial(objective, l2=l2, label_smoothing=label_smoothing)
+  obj = functools.partial(loss_fn, l2=l2, label_smoothing=label_smoothing)
   loss, grads = jax.value_and_grad(obj)(state.params, batch)
   metrics = {"loss": loss}
-  if check_grad:
-    closed = closed_form_grad(state.params, batch, l2=l2, label_smoothing=label_smoothing)
-    diff = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), grads, closed)
-    scale = jax.tree.map(lambda b: jnp.max(jnp.abs(b)), closed)
-    metrics["grad_max_abs_diff"] = jnp.max(jnp.stack(jax.tree.leaves(diff)))
-    metrics["grad_max_rel_diff"] = metrics["grad_max_abs_diff"] / jnp.maximum(
-        jnp.max(jnp.stack(jax.tree.leaves(scale))), jnp.finfo(loss.dtype).tiny)
+  if check_grad_every > 0:
+    def check():
+      closed = closed_form_grad(state.params, batch, l2=l2, label_smoothing=label_smoothing)
+      return _grad_diffs(grads, closed)
+
+    def skip():
+      return jnp.zeros((), loss.dtype), jnp.zeros((), loss.dtype)
+
+    checked = state.step % check_grad_every == 0
+    abs_diff, rel_diff = check() if check_grad_every == 1 else jax.lax.cond(checked, check, skip)
+    metrics.update(grad_checked=checked, grad_max_abs_diff=abs_diff, grad_max_rel_diff=rel_diff)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return TrainState(params, opt_state, state.step + 1, state.key), metrics
@@ -129,47 +152,108 @@ def make_batches(x: jax.Array, y: jax.Array, batch_size: int,
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "optimizer", "l2", "label_smoothing",
-                                             "check_grad"), donate_argnums=(0,))
+                                             "check_grad_every", "loss_fn", "progress"),
+                   donate_argnums=(0,))
 def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, epoch: jax.Array, *,
                 batch_size: int, optimizer: optax.GradientTransformation, l2: float = 0.0,
-                label_smoothing: float = 0.0,
-                check_grad: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+                label_smoothing: float = 0.0, check_grad_every: int = 0, loss_fn=objective,
+                progress=None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One epoch: shuffle with ``fold_in(state.key, epoch)``, then ``lax.scan`` the steps.
+
+  The whole epoch is one compiled program over device-resident arrays; ``state`` is donated.
+
+  Args:
+    state, x, y: the state and the whole training split.
+    epoch: the epoch's index (an int32 array, so that every epoch reuses one compilation).
+    batch_size, optimizer, l2, label_smoothing, check_grad_every, loss_fn: see
+      :func:`train_step`.
+    progress: optional host function ``progress(step, num_steps)``, called through
+      ``jax.debug.callback`` about ten times an epoch.
 
   Returns:
     ``(state, metrics)`` where each metric is stacked over the epoch's steps.
   """
   perm = jax.random.permutation(jax.random.fold_in(state.key, epoch), x.shape[0])
   batches = make_batches(x, y, batch_size, perm)
+  num_steps = batches.y.shape[0]
   step = functools.partial(train_step, optimizer=optimizer, l2=l2,
-                           label_smoothing=label_smoothing, check_grad=check_grad)
-  return jax.lax.scan(step, state, batches)
+                           label_smoothing=label_smoothing, check_grad_every=check_grad_every,
+                           loss_fn=loss_fn)
+
+  def body(state, indexed):
+    i, batch = indexed
+    if progress is not None:
+      every = max(1, num_steps // 10)
+      jax.lax.cond(i % every == 0, lambda: jax.debug.callback(progress, i, num_steps),
+                   lambda: None)
+    return step(state, batch)
+
+  return jax.lax.scan(body, state, (jnp.arange(num_steps), batches))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int):
+@functools.partial(jax.jit, static_argnames=("batch_size", "num_classes", "num_bins"))
+def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, num_classes: int,
+               num_bins: int) -> dict[str, jax.Array]:
   batches = make_batches(x, y, batch_size)
 
-  def body(carry, batch):
+  def body(sums, batch):
     o = logits(params, batch.x)
-    loss_sum = cross_entropy(o, batch.y, where=batch.mask, reduction="sum")
-    correct = (jnp.argmax(o, -1) == batch.y) & batch.mask
-    return carry, (loss_sum, jnp.sum(correct))
+    p = softmax(o)
+    confidence = jnp.max(p, -1)
+    pred = jnp.argmax(o, -1)
+    correct = (pred == batch.y) & batch.mask
+    bins = jnp.clip((confidence * num_bins).astype(jnp.int32), 0, num_bins - 1)
+    kept = batch.mask.astype(p.dtype)
+    new = {
+        "loss_sum": cross_entropy(o, batch.y, where=batch.mask, reduction="sum"),
+        "n_correct": jnp.sum(correct),
+        "class_correct": jnp.zeros(num_classes, jnp.int32).at[batch.y].add(correct),
+        "class_count": jnp.zeros(num_classes, jnp.int32).at[batch.y].add(batch.mask),
+        "bin_count": jnp.zeros(num_bins, p.dtype).at[bins].add(kept),
+        "bin_confidence": jnp.zeros(num_bins, p.dtype).at[bins].add(confidence * kept),
+        "bin_correct": jnp.zeros(num_bins, p.dtype).at[bins].add(correct.astype(p.dtype)),
+    }
+    return jax.tree.map(jnp.add, sums, new), None
 
-  _, (loss_sums, n_correct) = jax.lax.scan(body, None, batches)
-  return jnp.sum(loss_sums), jnp.sum(n_correct)
+  zeros = {"loss_sum": jnp.zeros(()), "n_correct": jnp.zeros((), jnp.int32),
+           "class_correct": jnp.zeros(num_classes, jnp.int32),
+           "class_count": jnp.zeros(num_classes, jnp.int32),
+           "bin_count": jnp.zeros(num_bins), "bin_confidence": jnp.zeros(num_bins),
+           "bin_correct": jnp.zeros(num_bins)}
+  sums, _ = jax.lax.scan(body, zeros, batches)
+  return sums
 
 
-def evaluate(params: Params, x: jax.Array, y: jax.Array, *,
-             batch_size: int = 1024) -> dict[str, float]:
-  """Exact loss and accuracy over a whole split: sums on device, divided on the host.
+def evaluate(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int = 1024,
+             num_bins: int = 15) -> dict[str, Any]:
+  r"""Exact metrics over a whole split: sums on device, divided once on the host.
 
-  Summing per batch and dividing once by the true count is exact however the last batch falls
-  (averaging per-batch means is not, when the last batch is short).
+  Summing per batch and dividing by the true count is exact however the last batch falls
+  (averaging per-batch means is not when the last batch is short; D2L §4.3 exercise 1).
+
+  The expected calibration error bins the examples by confidence ``max_j p_j`` into
+  ``num_bins`` equal bins and averages ``|accuracy − confidence|`` weighted by the bins' sizes:
+
+  .. math:: \mathrm{ECE} = \sum_b \frac{n_b}{n}\,\lvert \mathrm{acc}_b - \mathrm{conf}_b\rvert
+
+  Returns:
+    ``loss``, ``accuracy``, ``per_class_accuracy`` (a list; NaN for a class absent from the
+    split), ``ece`` and ``n``.
+
+  References:
+    Guo et al., On Calibration of Modern Neural Networks, 2017 (ECE).
   """
-  loss_sum, n_correct = _eval_sums(params, x, y, batch_size=batch_size)
+  num_classes = params.b.shape[0]
+  sums = jax.device_get(_eval_sums(params, x, y, batch_size=batch_size,
+                                   num_classes=num_classes, num_bins=num_bins))
   n = int(np.shape(y)[0])
-  return {"loss": float(loss_sum) / n, "accuracy": int(n_correct) / n, "n": n}
+  count = sums["class_count"]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    per_class = np.where(count > 0, sums["class_correct"] / count, np.nan)
+  gaps = np.abs(sums["bin_correct"] - sums["bin_confidence"])  # n_b·|acc_b − conf_b|
+  return {"loss": float(sums["loss_sum"]) / n, "accuracy": int(sums["n_correct"]) / n,
+          "per_class_accuracy": [float(a) for a in per_class], "ece": float(gaps.sum()) / n,
+          "n": n}
 
 
 OPTIMIZERS = {
@@ -190,7 +274,7 @@ def make_optimizer(name: str, learning_rate: float, *,
     raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}; got {name!r}.")
   if not learning_rate > 0:
     raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}.")
-  if weight_decay < 0:
+  if not weight_decay >= 0:
     raise ValueError(f"weight_decay must be >= 0; got {weight_decay!r}.")
   opt = OPTIMIZERS[name](learning_rate)
   if weight_decay:
@@ -198,68 +282,135 @@ def make_optimizer(name: str, learning_rate: float, *,
   return opt
 
 
+class TrainConfig(NamedTuple):
+  """Hyperparameters of a training run (the flags of ``experiments/train.py``).
+
+  Attributes:
+    batch_size: minibatch size (>= 1).
+    epochs: number of epochs (>= 0).
+    optimizer: a name in :data:`OPTIMIZERS`.
+    learning_rate: > 0.
+    weight_decay: >= 0, see :func:`make_optimizer`.
+    l2: >= 0, the L2 penalty ``λ`` in the objective.
+    label_smoothing: in [0, 1].
+    seed: seeds the initialisation and every epoch's shuffle.
+    check_grad_every: check the gradient every this many steps; 0 never.
+    grad_rtol: the largest relative difference the check accepts.
+  """
+
+  batch_size: int = 256
+  epochs: int = 10
+  optimizer: str = "sgd"
+  learning_rate: float = 0.1
+  weight_decay: float = 0.0
+  l2: float = 0.0
+  label_smoothing: float = 0.0
+  seed: int = 0
+  check_grad_every: int = 1
+  grad_rtol: float = 1e-4
+
+  def validate(self) -> TrainConfig:
+    """Raises ``ValueError`` naming the first bad value; returns ``self``."""
+    if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+      raise ValueError(f"batch_size must be a positive int; got {self.batch_size!r}.")
+    if not (isinstance(self.epochs, int) and self.epochs >= 0):
+      raise ValueError(f"epochs must be an int >= 0; got {self.epochs!r}.")
+    if not (isinstance(self.check_grad_every, int) and self.check_grad_every >= 0):
+      raise ValueError(f"check_grad_every must be an int >= 0; got {self.check_grad_every!r}.")
+    if not self.l2 >= 0:
+      raise ValueError(f"l2 must be >= 0; got {self.l2!r}.")
+    if not 0 <= self.label_smoothing <= 1:
+      raise ValueError(f"label_smoothing must be in [0, 1]; got {self.label_smoothing!r}.")
+    make_optimizer(self.optimizer, self.learning_rate, weight_decay=self.weight_decay)
+    return self
+
+
 class GradientCheckError(RuntimeError):
   """The autodiff gradient disagreed with the closed form beyond tolerance."""
 
 
-def fit(data, *, epochs: int = 10, batch_size: int = 256, optimizer_name: str = "sgd",
-        learning_rate: float = 0.1, weight_decay: float = 0.0, l2: float = 0.0,
-        label_smoothing: float = 0.0, seed: int = 0, check_grad: bool = True,
-        grad_rtol: float = 1e-4, on_epoch=None) -> tuple[TrainState, list[dict[str, float]]]:
-  """Trains softmax regression on ``data`` (a :class:`softmax_jax.data.Dataset`).
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or infinite."""
 
-  Each epoch is one compiled ``lax.scan``; after it the whole test split is evaluated exactly.
-  With ``check_grad``, every step compares the autodiff gradient with the closed form and the run
-  stops with :class:`GradientCheckError` if their relative difference exceeds ``grad_rtol``.
+
+def run_epochs(data, config: TrainConfig, *, state: TrainState | None = None,
+               start_epoch: int = 0, progress=None, loss_fn=objective):
+  """Trains epoch by epoch, yielding ``(state, record)`` after each one.
+
+  Each epoch is one :func:`train_epoch` call; the test split is then evaluated exactly. The
+  generator raises :class:`NonFiniteLossError` (naming the step) if a loss is NaN or infinite,
+  and :class:`GradientCheckError` if the gradient check fails; the state of the failed epoch
+  is not yielded, so whatever the caller saved before stays the last good one.
 
   Args:
-    data: the train/test split.
-    epochs, batch_size: the schedule (D2L: 10 epochs of 256).
-    optimizer_name, learning_rate, weight_decay: see :func:`make_optimizer`.
-    l2: the L2 penalty ``λ`` in the objective.
-    label_smoothing: ``ε`` of the training loss.
-    seed: seeds initialisation and shuffling; the same seed gives the same run.
-    check_grad: check the gradient at every step.
-    grad_rtol: the tolerance of that check.
-    on_epoch: called with each epoch's record as it is made.
+    data: a :class:`softmax_jax.data.Dataset`.
+    config: the run's hyperparameters.
+    state: a state to continue from (a resumed checkpoint); a fresh one from ``config.seed``
+      if ``None``.
+    start_epoch: the number of epochs ``state`` has done.
+    progress: forwarded to :func:`train_epoch`.
+    loss_fn: forwarded to :func:`train_step`.
 
-  Returns:
-    The final state and one record per epoch: ``epoch``, ``train_loss``, ``test_loss``,
-    ``test_accuracy``, ``examples_per_sec``, ``wall_time`` and, with ``check_grad``,
+  Yields:
+    ``(state, record)``; the record holds ``epoch`` (1-based), ``train_loss`` (the mean of the
+    epoch's step losses), ``test_loss``, ``test_accuracy``, ``test_ece``,
+    ``test_per_class_accuracy``, ``examples_per_sec``, ``epoch_seconds`` and, when checking,
     ``grad_check_max_abs_diff`` and ``grad_check_max_rel_diff``.
   """
   import time
 
-  if epochs < 0:
-    raise ValueError(f"epochs must be >= 0; got {epochs}.")
-  optimizer = make_optimizer(optimizer_name, learning_rate, weight_decay=weight_decay)
-  state = create_train_state(jax.random.PRNGKey(seed), data.num_features, data.num_classes,
-                             optimizer)
+  config.validate()
+  optimizer = make_optimizer(config.optimizer, config.learning_rate,
+                             weight_decay=config.weight_decay)
+  if state is None:
+    state = create_train_state(jax.random.PRNGKey(config.seed), data.num_features,
+                               data.num_classes, optimizer)
   x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-  history = []
-  start = time.perf_counter()
-  for epoch in range(epochs):
+  for epoch in range(start_epoch, config.epochs):
+    first_step = int(state.step)
     t0 = time.perf_counter()
     state, metrics = train_epoch(state, x_train, y_train, jnp.int32(epoch),
-                                 batch_size=batch_size, optimizer=optimizer, l2=l2,
-                                 label_smoothing=label_smoothing, check_grad=check_grad)
-    train_loss = float(jnp.mean(metrics["loss"]))
+                                 batch_size=config.batch_size, optimizer=optimizer,
+                                 l2=config.l2, label_smoothing=config.label_smoothing,
+                                 check_grad_every=config.check_grad_every, loss_fn=loss_fn,
+                                 progress=progress)
+    losses = np.asarray(metrics["loss"])
     seconds = time.perf_counter() - t0
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+      i = int(bad[0])
+      raise NonFiniteLossError(
+          f"the training loss became {losses[i]} at step {first_step + i} (epoch {epoch + 1}, "
+          f"batch {i + 1} of {losses.size}); lower the learning rate. Nothing of this epoch "
+          f"was kept.")
     test = evaluate(state.params, x_test, y_test)
-    record = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test["loss"],
-              "test_accuracy": test["accuracy"],
-              "examples_per_sec": len(data.y_train) / seconds,
-              "wall_time": time.perf_counter() - start}
-    if check_grad:
-      record["grad_check_max_abs_diff"] = float(jnp.max(metrics["grad_max_abs_diff"]))
-      record["grad_check_max_rel_diff"] = float(jnp.max(metrics["grad_max_rel_diff"]))
+    record = {"epoch": epoch + 1, "train_loss": float(losses.mean()),
+              "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+              "test_ece": test["ece"], "test_per_class_accuracy": test["per_class_accuracy"],
+              "examples_per_sec": len(data.y_train) / seconds, "epoch_seconds": seconds}
+    if config.check_grad_every:
+      checked = np.asarray(metrics["grad_checked"])
+      if checked.any():
+        record["grad_check_max_abs_diff"] = float(np.asarray(metrics["grad_max_abs_diff"]).max())
+        rel = float(np.asarray(metrics["grad_max_rel_diff"]).max())
+        record["grad_check_max_rel_diff"] = rel
+        if not rel <= config.grad_rtol:
+          raise GradientCheckError(
+              f"epoch {epoch + 1}: the autodiff gradient differs from the closed form "
+              f"Xᵀ(softmax(O) − Y)/n + λW by {rel:.3g} (relative), above grad_rtol="
+              f"{config.grad_rtol}.")
+    yield state, record
+
+
+def fit(data, config: TrainConfig | None = None, **overrides) -> tuple[TrainState, list[dict]]:
+  """Trains softmax regression on ``data`` in memory; returns the final state and the records.
+
+  ``fit(data, epochs=5)`` overrides fields of the default :class:`TrainConfig`. For a run with
+  checkpoints, metrics files and resume, see :func:`softmax_jax.run.train_and_evaluate`.
+  """
+  config = (config or TrainConfig())._replace(**overrides)
+  state, history = None, []
+  for state, record in run_epochs(data, config):  # noqa: B007 (the last state is kept)
     history.append(record)
-    if on_epoch is not None:
-      on_epoch(record)
-    if check_grad and not record["grad_check_max_rel_diff"] <= grad_rtol:
-      raise GradientCheckError(
-          f"epoch {epoch + 1}: the autodiff gradient differs from the closed form "
-          f"Xᵀ(softmax(O) − Y)/n + λW by {record['grad_check_max_rel_diff']:.3g} (relative), "
-          f"above grad_rtol={grad_rtol}.")
   return state, history
