@@ -314,3 +314,23 @@ def test_sigkill_mid_run_loses_at_most_one_epoch(tmp_path):
   b, _ = run.load_params(tmp_path / "straight" / "checkpoint.npz")
   for u, v in zip(a, b, strict=True):
     np.testing.assert_array_equal(u, v)
+
+
+def test_train_experiment_on_a_user_file_and_unknown_dataset(tmp_path, capsys):
+  from absl import app
+
+  from experiments import train as exp
+  ds = data.load_toy(seed=3)
+  np.savez(tmp_path / "mine.npz", X=np.concatenate([ds.x_train, ds.x_test]),
+           y=np.concatenate([ds.y_train, ds.y_test]))
+  _run_main(exp, dataset=str(tmp_path / "mine.npz"), epochs=5, batch_size=16,
+            learning_rate=0.5, workdir=str(tmp_path / "w"))
+  rec = json.loads((tmp_path / "w" / "metrics.jsonl").read_text().splitlines()[-1])
+  assert rec["test_accuracy"] > 0.6  # three well-separated 2×2 patterns
+  config = json.loads((tmp_path / "w" / "config.json").read_text())
+  assert config["num_features"] == 4 and config["num_classes"] == 3
+  with pytest.raises(app.UsageError, match="unknown dataset 'imagenet'.*digits"):
+    _run_main(exp, dataset="imagenet", workdir=str(tmp_path / "x"))
+  with pytest.raises(app.UsageError, match="do not apply"):
+    _run_main(exp, dataset="digits", data_dir=str(tmp_path))
+  assert not (tmp_path / "x").exists()
