@@ -334,3 +334,25 @@ def test_train_experiment_on_a_user_file_and_unknown_dataset(tmp_path, capsys):
   with pytest.raises(app.UsageError, match="do not apply"):
     _run_main(exp, dataset="digits", data_dir=str(tmp_path))
   assert not (tmp_path / "x").exists()
+
+
+def test_progress_inside_a_long_epoch(small):
+  import io
+  out = io.StringIO()
+  progress = run.Progress(after=-1.0, out=out)  # report at once
+  progress.begin(1)
+  x, y = jnp.asarray(small.x_train), jnp.asarray(small.y_train)
+  opt = train.make_optimizer("sgd", 0.1)
+  state = train.create_train_state(jax.random.PRNGKey(0), 64, 10, opt)
+  state, _ = train.train_epoch(state, x, y, jnp.int32(0), batch_size=8, optimizer=opt,
+                               progress=progress)
+  jax.block_until_ready(state)
+  jax.effects_barrier()
+  lines = out.getvalue().splitlines()
+  assert lines and lines[0].startswith("  epoch 1: step 0/50")
+  assert len(lines) == 10  # every 5th of the 50 steps
+  quiet = io.StringIO()
+  progress = run.Progress(after=1e9, out=quiet)
+  train.train_epoch(state, x, y, jnp.int32(1), batch_size=8, optimizer=opt, progress=progress)
+  jax.effects_barrier()
+  assert quiet.getvalue() == ""
