@@ -9,11 +9,13 @@ The public API, one name per line. Where things live:
   train.py     TrainState, train_step, train_epoch (lax.scan), evaluate, fit
   run.py       a training run in a workdir: metrics, curves, checkpoints, resume
   checkpoint.py, plots.py   atomic files and checkpoints; figures
+  solve.py     the exact L2-regularised optimum: Newton or L-BFGS in float64
   data.py      digits (the embedded default), fashion_mnist, mnist, toy, user files
 """
 
 from softmax_jax import data
 from softmax_jax import info
+from softmax_jax import solve
 from softmax_jax import train
 from softmax_jax._validation import checked
 from softmax_jax.encoding import CategoryEncoder
@@ -51,5 +53,6 @@ __all__ = (
     "sigmoid_cross_entropy",
     "softmax",
     "softmax_hessian",
+    "solve",
     "train",
 )

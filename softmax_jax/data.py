@@ -117,7 +117,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     seed: the split's seed.
 
   Returns:
-    A :class:`Dataset` of 64 features and 10 classes (1,437 train and 360 test at the defaults).
+    A :class:`Dataset` of 64 features and 10 classes (1,438 train and 359 test at the defaults).
 
   References:
     Alpaydin & Kaynak, Optical Recognition of Handwritten Digits, UCI, 1998 (as shipped by

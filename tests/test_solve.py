@@ -1,0 +1,269 @@
+"""Tests for softmax_jax.solve: scikit-learn's optimum, the closed-form derivatives, the gauge,
+validation, and a smoke run of experiments/solve.py."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from softmax_jax import data
+from softmax_jax import solve
+from softmax_jax.model import Params
+from tests.conftest import enable_x64
+
+C = 1.0
+
+
+@pytest.fixture(scope="module")
+def digits():
+  return data.load_digits()
+
+
+@pytest.fixture(scope="module")
+def sklearn_fit(digits):
+  """scikit-learn's multinomial LogisticRegression(C=1), fitted to its own tol = 1e-10."""
+  model = LogisticRegression(C=C, tol=1e-10, max_iter=10000)
+  return model.fit(digits.x_train.astype(np.float64), digits.y_train)
+
+
+@pytest.fixture(scope="module")
+def optimum(digits):
+  """Our Newton solution for C = 1 to max|grad| <= 1e-10, and its info."""
+  return solve.fit_exact(digits.x_train, digits.y_train, l2=1.0 / (C * len(digits.y_train)),
+                         method="newton", tol=1e-10)
+
+
+def _np_objective(W, b, x, y, l2):
+  """J in NumPy float64: mean cross-entropy + l2/2·‖W‖²."""
+  o = np.asarray(x, np.float64) @ W + b
+  m = o.max(axis=1, keepdims=True)
+  lse = np.log(np.exp(o - m).sum(axis=1)) + m[:, 0]
+  return np.mean(lse - o[np.arange(len(y)), y]) + 0.5 * l2 * np.sum(W**2)
+
+
+def _max_abs(params):
+  return max(float(np.max(np.abs(a))) for a in params)
+
+
+# ----------------------------------------------------------------------------------------------
+# (1) scikit-learn's optimum on the digits
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["newton", "lbfgs"])
+def test_reaches_sklearn_optimum_on_digits(digits, sklearn_fit, method):
+  x, y = digits.x_train.astype(np.float64), digits.y_train
+  n = len(y)
+  l2 = 1.0 / (C * n)
+  params, info = solve.fit_exact(digits.x_train, y, l2=l2, method=method)
+  assert info.method == method and info.converged and info.grad_norm <= 1e-6
+  assert isinstance(params.W, np.ndarray) and params.W.dtype == np.float64
+  assert params.W.shape == (64, 10) and params.b.shape == (10,)
+
+  sk = Params(W=sklearn_fit.coef_.T, b=sklearn_fit.intercept_)
+  with enable_x64():
+    ours = float(jax.jit(functools.partial(solve.objective, l2=l2))(params, x, y))
+    theirs = float(solve.objective(sk, x, y, l2=l2))
+    grad = solve.gradient(params, x, y, l2=l2)
+  assert ours <= theirs * (1 + 1e-6), (ours, theirs)
+  assert abs(ours - theirs) <= 1e-6 * theirs
+  np.testing.assert_allclose(ours, info.objective, rtol=1e-14)
+  np.testing.assert_allclose(ours, _np_objective(params.W, params.b, x, y, l2), rtol=1e-12)
+  assert _max_abs(grad) <= 1e-6
+  # scikit-learn's documented objective, C·Σ l_i + ½‖W‖², is C·n times ours at λ = 1/(C·n).
+  documented = C * n * _np_objective(sk.W, sk.b, x, y, 0.0) + 0.5 * np.sum(sk.W**2)
+  np.testing.assert_allclose(documented, C * n * theirs, rtol=1e-12)
+  # Both land on the same minimiser (to the accuracy tol = 1e-6 allows) and accuracy.
+  np.testing.assert_allclose(params.W, sk.W, atol=2e-2)
+  acc_ours = np.mean(np.argmax(digits.x_test @ params.W + params.b, 1) == digits.y_test)
+  acc_sk = sklearn_fit.score(digits.x_test.astype(np.float64), digits.y_test)
+  print(f"{method}: J = {ours:.12f} vs scikit-learn {theirs:.12f}; {info.iterations} steps, "
+        f"max|grad| {info.grad_norm:.1e}; test accuracy {acc_ours:.4f} vs {acc_sk:.4f}")
+  assert abs(acc_ours - acc_sk) <= 2 / len(digits.y_test)
+  # The gauge is fixed: biases and each feature's weights sum to zero over the classes.
+  assert abs(params.b.sum()) < 1e-12 and np.max(np.abs(params.W.sum(1))) < 1e-12
+
+
+def test_compilation_is_cached_and_max_iter_reports_non_convergence(digits):
+  l2 = 1.0 / len(digits.y_train)
+  for _ in range(2):
+    _, info = solve.fit_exact(digits.x_train, digits.y_train, l2=l2, method="newton",
+                              max_iter=2)
+    assert info.iterations == 2 and not info.converged and info.grad_norm > 1e-6
+  assert info.compile_seconds == 0.0 and info.solve_seconds > 0  # max_iter is not static
+
+
+def test_default_method_by_problem_size():
+  assert solve.default_method(1437, 64, 10) == "newton"  # the digits: P = 650
+  assert solve.default_method(60000, 784, 10) == "lbfgs"  # MNIST: P = 7,850
+  assert solve.default_method(100, 784, 10) == "lbfgs"  # P > 4,096
+  assert solve.default_method(10**6, 64, 10) == "lbfgs"  # n·P² > 1e10
+
+
+# ----------------------------------------------------------------------------------------------
+# (2) closed-form derivatives against autodiff
+# ----------------------------------------------------------------------------------------------
+
+
+def _tiny(n=7, d=3, q=4, seed=0):
+  rng = np.random.default_rng(seed)
+  params = Params(W=rng.normal(size=(d, q)), b=rng.normal(size=q))
+  return params, rng.normal(size=(n, d)), rng.integers(0, q, n).astype(np.int32)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+def test_hessian_equals_jax_hessian(x64, l2):
+  params, x, y = _tiny()
+  d, q = params.W.shape
+
+  def f(theta):
+    return solve.objective(Params(theta[:d * q].reshape(d, q), theta[d * q:]), x, y, l2=l2)
+
+  theta = jnp.concatenate([jnp.ravel(params.W), params.b])
+  want = jax.hessian(f)(theta)
+  got = jax.jit(functools.partial(solve.hessian, l2=l2))(params, x)
+  assert got.dtype == jnp.float64 and got.shape == ((d + 1) * q, (d + 1) * q)
+  np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+  # Singular along the bias gauge b → b + c·1 (and, with λ = 0, along W → W + a1ᵀ).
+  bias_shift = np.concatenate([np.zeros(d * q), np.ones(q)])
+  np.testing.assert_allclose(got @ bias_shift, 0, atol=1e-14)
+  weight_shift = np.concatenate([np.kron([1.0, -2.0, 0.5], np.ones(q)), np.zeros(q)])
+  np.testing.assert_allclose(got @ weight_shift, l2 * weight_shift, atol=1e-14)
+
+
+def test_gradient_equals_jax_grad(x64):
+  params, x, y = _tiny(n=11, seed=1)
+  want = jax.grad(solve.objective)(params, x, y, l2=0.7)
+  got = jax.jit(functools.partial(solve.gradient, l2=0.7))(params, x, y)
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------------------------
+# (3) the gauge
+# ----------------------------------------------------------------------------------------------
+
+
+def test_bias_shift_leaves_objective_unchanged(x64):
+  params, x, y = _tiny(n=20, seed=2)
+  shifted = params._replace(b=params.b + 3.7)
+  np.testing.assert_allclose(solve.objective(shifted, x, y, l2=0.5),
+                             solve.objective(params, x, y, l2=0.5), rtol=1e-14)
+  g = solve.gradient(params, x, y, l2=0.5)
+  assert abs(float(jnp.sum(g.b))) < 1e-14  # the gradient has no gauge component
+
+
+@pytest.mark.parametrize("method", ["newton", "lbfgs"])
+def test_a_gauge_shifted_optimum_is_still_the_optimum(digits, optimum, method):
+  # Start from the optimum with every bias shifted by 100 and each feature's weights by its own
+  # constant: the objective has not changed, and the solver returns the centred optimum at once.
+  x, y = digits.x_train, digits.y_train
+  l2 = 1.0 / (C * len(y))
+  ref, ref_info = optimum
+  shift_Dx1 = np.random.default_rng(0).normal(size=(64, 1))
+  init = Params(W=ref.W + shift_Dx1, b=ref.b + 100.0)
+  with enable_x64():
+    np.testing.assert_allclose(solve.objective(init._replace(W=ref.W), x, y, l2=l2),
+                               ref_info.objective, rtol=1e-14)
+  params, info = solve.fit_exact(x, y, l2=l2, method=method, tol=1e-6, init=init)
+  assert info.converged and info.iterations <= 1
+  np.testing.assert_allclose(params.W, ref.W, atol=1e-8)
+  np.testing.assert_allclose(params.b, ref.b, atol=1e-8)
+
+
+def test_newton_from_a_random_start_reaches_the_same_optimum(digits, optimum):
+  x, y = digits.x_train, digits.y_train
+  l2 = 1.0 / (C * len(y))
+  ref, ref_info = optimum
+  rng = np.random.default_rng(1)
+  init = Params(W=0.3 * rng.normal(size=(64, 10)), b=rng.normal(size=10) + 100.0)
+  params, info = solve.fit_exact(x, y, l2=l2, method="newton", tol=1e-10, init=init)
+  print(f"Newton from zero: {ref_info.iterations} steps; from a random start: {info.iterations}")
+  assert info.converged and abs(params.b.sum()) < 1e-12
+  np.testing.assert_allclose(params.W, ref.W, atol=1e-7)
+  np.testing.assert_allclose(params.b, ref.b, atol=1e-7)
+
+
+def test_no_penalty_with_a_dead_feature():
+  # λ = 0 and a feature that is always 0: the Hessian is singular beyond the gauge, and the
+  # ridge fallback still reaches the (non-separable) optimum.
+  rng = np.random.default_rng(3)
+  x = np.concatenate([rng.normal(size=(300, 2)), np.zeros((300, 1))], axis=1)
+  y = rng.integers(0, 3, 300).astype(np.int32)
+  params, info = solve.fit_exact(x, y, l2=0.0, method="newton", tol=1e-10)
+  assert info.converged and info.iterations < 20
+  np.testing.assert_array_equal(params.W[2], 0)
+  with enable_x64():
+    assert _max_abs(solve.gradient(params, x, y, l2=0.0)) <= 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# (4) bad input
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"x": np.ones((4, 2), np.int32)}, TypeError, "x must be a floating-point array"),
+    ({"x": np.ones(4)}, ValueError, r"x must have shape \(n, d\)"),
+    ({"x": np.array([[0.0, 1.0], [np.nan, 0.0], [0, 0], [0, 0]])}, ValueError,
+     r"x must be finite; got nan at index \(1, 0\)"),
+    ({"y": np.array([0.0, 1.0, 0.0, 1.0])}, TypeError, "y must be integer class ids"),
+    ({"y": np.array([0, 1, 0])}, ValueError, r"y must have shape \(4,\)"),
+    ({"y": np.array([0, 1, 3, 1]), "num_classes": 3}, ValueError,
+     r"class ids in \[0, 3\); got 3 at index \[2\]"),
+    ({"y": np.array([0, -1, 0, 1])}, ValueError, "y must be class ids >= 0; got -1"),
+    ({"num_classes": 0}, ValueError, "num_classes must be a positive int; got 0"),
+    ({"l2": -1.0}, ValueError, "l2 must be a finite number >= 0; got -1.0"),
+    ({"l2": float("inf")}, ValueError, "l2 must be a finite number >= 0; got inf"),
+    ({"tol": -1e-6}, ValueError, "tol must be"),
+    ({"method": "sgd"}, ValueError, "method must be one of"),
+    ({"max_iter": -1}, ValueError, "max_iter must be an int >= 0; got -1"),
+    ({"init": Params(np.zeros((3, 2)), np.zeros(2))}, ValueError,
+     r"init must hold W of shape \(2, 2\)"),
+    ({"init": Params(np.full((2, 2), np.inf), np.zeros(2))}, ValueError, "init must be finite"),
+])
+def test_bad_input(kwargs, error, match):
+  args = {"x": np.ones((4, 2)), "y": np.array([0, 1, 0, 1]), "l2": 0.1, **kwargs}
+  with pytest.raises(error, match=match):
+    solve.fit_exact(args.pop("x"), args.pop("y"), **args)
+
+
+def test_bad_l2_in_objective():
+  params, x, y = _tiny()
+  with pytest.raises(ValueError, match="l2 must be a finite number >= 0; got -0.5"):
+    solve.objective(params, x, y, l2=-0.5)
+  with pytest.raises(ValueError, match="C must be a finite number > 0"):
+    solve.fit_and_evaluate(None, C=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# (5) experiments/solve.py
+# ----------------------------------------------------------------------------------------------
+
+
+def test_experiment_smoke(tmp_path, digits, sklearn_fit):
+  from absl.testing import flagsaver
+
+  from experiments import solve as exp
+  with flagsaver.flagsaver(workdir=str(tmp_path), C=C, tol=1e-6, method="auto"):
+    exp.FLAGS.mark_as_parsed()
+    exp.main([])
+  rec = json.loads((tmp_path / "solve.json").read_text())
+  for key in ("objective", "grad_norm", "iterations", "converged", "solve_seconds",
+              "compile_seconds", "test_accuracy", "train_accuracy", "l2", "sklearn_objective"):
+    assert key in rec
+  n = len(digits.y_train)
+  assert rec["dataset"] == "digits" and rec["method"] == "newton" and rec["converged"]
+  assert rec["n_train"] == n and rec["l2"] == pytest.approx(1 / n, rel=1e-15)
+  assert rec["grad_norm"] <= 1e-6 and rec["compile_seconds"] >= 0
+  sk = Params(W=sklearn_fit.coef_.T, b=sklearn_fit.intercept_)
+  theirs = _np_objective(sk.W, sk.b, digits.x_train, digits.y_train, 1 / n)
+  assert rec["objective"] <= theirs * (1 + 1e-6)
+  assert rec["sklearn_objective"] == pytest.approx(C * n * rec["objective"], rel=1e-12)
+  assert rec["test_accuracy"] == pytest.approx(
+      sklearn_fit.score(digits.x_test.astype(np.float64), digits.y_test),
+      abs=2 / len(digits.y_test))
