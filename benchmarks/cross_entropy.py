@@ -1,0 +1,133 @@
+r"""Cross-entropy forward+backward: softmax_jax against optax, jax.nn and PyTorch, in one process.
+
+Command:
+
+  python -m benchmarks.cross_entropy            # all shapes, float32 and bfloat16
+  python -m benchmarks.cross_entropy --shapes=4096x1000 --dtypes=float32 --repeats=9
+
+Each entry is the median of ``--repeats`` timed calls of a jitted ``value_and_grad`` of the mean
+cross-entropy with respect to the logits, after a warm-up call; compile time is reported apart.
+Two modes, since they behave differently on a CPU: ``fresh`` passes the same logits every call,
+so every output is a fresh buffer; ``donated`` donates the logits (``donate_argnums``), so XLA may
+write the gradient into their buffer. ``GB/s`` counts the minimal traffic, one read of the logits
+and one write of the gradient, and ``copy GB/s`` is ``x * 2`` into a donated buffer measured in
+the same run: the bandwidth a one-pass kernel could reach.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app
+from absl import flags
+from absl import logging
+
+import softmax_jax as sj
+
+_SHAPES = flags.DEFINE_list("shapes", ["4096x10", "4096x1000", "1024x32768", "256x131072"],
+                            "n x q shapes.")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Logit dtypes.")
+_MODES = flags.DEFINE_list("modes", ["fresh", "donated"], "fresh and/or donated.")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed calls per entry (median).", lower_bound=5)
+
+
+def _ours(o, y):
+  return sj.cross_entropy(o, y, reduction="mean")
+
+
+def _optax(o, y):
+  return optax.softmax_cross_entropy_with_integer_labels(o, y).mean()
+
+
+def _jax_nn(o, y):
+  ls = jax.nn.log_softmax(o.astype(jnp.promote_types(o.dtype, jnp.float32)))
+  return -jnp.take_along_axis(ls, y[:, None], -1).mean()
+
+
+CANDIDATES = {"softmax_jax": _ours, "optax": _optax, "jax.nn": _jax_nn}
+
+
+def _time(fn, make_args, repeats: int) -> tuple[float, float]:
+  """(compile seconds, median seconds of a call) for a jitted fn."""
+  args = make_args()
+  t0 = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(*args))  # warm-up
+  times = []
+  for _ in range(repeats):
+    args = make_args()
+    jax.block_until_ready(args)
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return compile_s, float(np.median(times))
+
+
+def _torch_time(logits: np.ndarray, labels: np.ndarray, repeats: int) -> float | None:
+  try:
+    import torch
+  except ImportError:
+    return None
+  o = torch.tensor(logits, requires_grad=True)
+  y = torch.tensor(labels.astype(np.int64))
+
+  def step():
+    o.grad = None
+    loss = torch.nn.functional.cross_entropy(o, y)
+    loss.backward()
+    return loss
+
+  step()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), "
+        f"optax {optax.__version__}; median of {_REPEATS.value} calls after warm-up")
+  header = (f"{'n x q':>12} {'dtype':>8} {'mode':>7} | {'softmax_jax':>11} {'optax':>9} "
+            f"{'jax.nn':>9} {'torch':>9} | {'optax/ours':>10} {'GB/s':>6} {'copy GB/s':>9} "
+            f"{'compile':>8}")
+  print(header)
+  print("-" * len(header))
+  for shape in _SHAPES.value:
+    n, q = (int(v) for v in shape.lower().split("x"))
+    for dtype_name in _DTYPES.value:
+      dtype = jnp.dtype(dtype_name)
+      key_o, key_y = jax.random.split(jax.random.PRNGKey(0))
+      logits = (jax.random.normal(key_o, (n, q)) * 3).astype(dtype)
+      labels = jax.random.randint(key_y, (n,), 0, q)
+      nbytes = 2 * logits.size * dtype.itemsize
+      for mode in _MODES.value:
+        donate = (0,) if mode == "donated" else ()
+        make = ((lambda: (jnp.array(logits, copy=True), labels)) if donate
+                else (lambda: (logits, labels)))
+        results = {}
+        for name, loss in CANDIDATES.items():
+          fn = jax.jit(jax.value_and_grad(loss), donate_argnums=donate)
+          results[name] = _time(fn, make, _REPEATS.value)
+        copy = jax.jit(lambda x: x * 2, donate_argnums=(0,))
+        _, copy_s = _time(copy, lambda: (jnp.array(logits, copy=True),), _REPEATS.value)
+        torch_s = None
+        if mode == "fresh" and dtype_name == "float32":
+          torch_s = _torch_time(np.asarray(logits), np.asarray(labels), _REPEATS.value)
+        ours = results["softmax_jax"][1]
+        ms = {k: f"{v[1] * 1e3:9.2f}" for k, v in results.items()}
+        torch_ms = "        -" if torch_s is None else f"{torch_s * 1e3:9.2f}"
+        print(f"{shape:>12} {dtype_name:>8} {mode:>7} | {ms['softmax_jax']:>11} "
+              f"{ms['optax']} {ms['jax.nn']} {torch_ms} | "
+              f"{results['optax'][1] / ours:10.2f} {nbytes / ours / 1e9:6.1f} "
+              f"{nbytes / copy_s / 1e9:9.1f} {results['softmax_jax'][0]:7.2f}s", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

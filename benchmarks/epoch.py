@@ -1,0 +1,136 @@
+r"""Epoch throughput: the scan epoch against a per-step Python loop, PyTorch, and the bound.
+
+Command:
+
+  python -m benchmarks.epoch                     # 60,000 × 784, 10 classes, batch 256, SGD
+
+On Fashion-MNIST-shaped synthetic data, in one process, the median of ``--repeats`` epochs after
+a warm-up epoch (compile time apart) of:
+
+* ``scan``: :func:`softmax_jax.train.train_epoch`, the whole epoch one compiled ``lax.scan``;
+* ``per-step``: the same jitted ``train_step`` called from Python once per minibatch, as D2L's
+  trainer does (batches sliced on device);
+* ``torch``: a plain PyTorch loop (``nn.Linear``, ``F.cross_entropy``, ``optim.SGD``), if
+  installed;
+* ``bound``: two passes over the data, timed as one ``X @ W`` and one ``Xᵀ @ G`` over all of it:
+  an epoch must read the data for the forward and again for the weight gradient.
+
+It also times ``sj.logits`` (written per example and vmapped) against the hand-batched
+``X @ W + b``, to show that vmap costs nothing.
+"""
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+import softmax_jax as sj
+from softmax_jax import train
+
+_N = flags.DEFINE_integer("n", 60000, "Training examples.")
+_D = flags.DEFINE_integer("d", 784, "Features.")
+_Q = flags.DEFINE_integer("q", 10, "Classes.")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed epochs per entry (median).", lower_bound=5)
+
+
+def _median(fn, repeats):
+  fn()  # warm-up (compiles)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  n, d, q, bs, reps = _N.value, _D.value, _Q.value, _BATCH.value, _REPEATS.value
+  rng = np.random.default_rng(0)
+  x_np = rng.random((n, d), dtype=np.float32)
+  y_np = rng.integers(0, q, n).astype(np.int32)
+  x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+  opt = train.make_optimizer("sgd", 0.1)
+  fresh = functools.partial(train.create_train_state, jax.random.PRNGKey(0), d, q, opt)
+
+  state = [fresh()]
+
+  def scan_epoch():
+    state[0], m = train.train_epoch(state[0], x, y, jnp.int32(0), batch_size=bs, optimizer=opt,
+                                    check_grad_every=0)
+    jax.block_until_ready(m["loss"])
+
+  step = jax.jit(functools.partial(train.train_step, optimizer=opt), donate_argnums=(0,))
+  batches = train.make_batches(x, y, bs, jax.random.permutation(jax.random.PRNGKey(1), n))
+  batch_list = [jax.tree.map(lambda a, i=i: a[i], batches) for i in range(batches.y.shape[0])]
+  jax.block_until_ready(batch_list)
+
+  def python_loop():
+    s = state[0]
+    for b in batch_list:
+      s, _ = step(s, b)
+    state[0] = s
+    jax.block_until_ready(s.params)
+
+  W = jnp.zeros((d, q))
+  G = jnp.ones((n, q)) / n
+  fwd = jax.jit(lambda x, W: x @ W)
+  bwd = jax.jit(lambda x, G: x.T @ G)
+
+  def two_passes():
+    jax.block_until_ready(fwd(x, W))
+    jax.block_until_ready(bwd(x, G))
+
+  rows = {"scan": _median(scan_epoch, reps)}
+  state[0] = fresh()
+  rows["per-step"] = _median(python_loop, reps)
+  rows["bound"] = _median(two_passes, reps)
+  torch_s = None
+  try:
+    import torch
+
+    xt, yt = torch.tensor(x_np), torch.tensor(y_np.astype(np.int64))
+    model = torch.nn.Linear(d, q)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    perm = torch.randperm(n)
+
+    def torch_epoch():
+      for i in range(0, n, bs):
+        idx = perm[i:i + bs]
+        sgd.zero_grad()
+        torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+        sgd.step()
+
+    torch_s = _median(torch_epoch, reps)
+  except ImportError:
+    pass
+  if torch_s is not None:
+    rows["torch"] = torch_s
+
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {n} × {d}, {q} classes, batch "
+        f"{bs}, SGD; median of {reps} epochs after warm-up")
+  print(f"{'variant':>10} {'epoch ms':>9} {'examples/s':>11} {'× bound':>8} {'scan speedup':>12}")
+  for name, sec in rows.items():
+    print(f"{name:>10} {sec * 1e3:9.1f} {n / sec:11.0f} {sec / rows['bound']:8.2f} "
+          f"{sec / rows['scan']:12.2f}")
+
+  params = sj.init_params(jax.random.PRNGKey(0), d, q)
+  vmapped = jax.jit(sj.logits)
+  batched = jax.jit(lambda p, x: x @ p.W + p.b)
+  np.testing.assert_allclose(vmapped(params, x[:512]), batched(params, x[:512]), rtol=1e-5,
+                             atol=1e-6)
+  tv = _median(lambda: jax.block_until_ready(vmapped(params, x)), reps)
+  tb = _median(lambda: jax.block_until_ready(batched(params, x)), reps)
+  print(f"sj.logits (per example, vmapped) {tv * 1e3:.1f} ms vs hand-batched X @ W + b "
+        f"{tb * 1e3:.1f} ms: ratio {tv / tb:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
