@@ -14,6 +14,7 @@ and one write of the gradient, and ``copy GB/s`` is ``x * 2`` into a donated buf
 the same run: the bandwidth a one-pass kernel could reach.
 """
 
+import functools
 import time
 
 import jax
@@ -109,14 +110,15 @@ def main(argv):
       nbytes = 2 * logits.size * dtype.itemsize
       for mode in _MODES.value:
         donate = (0,) if mode == "donated" else ()
-        make = ((lambda: (jnp.array(logits, copy=True), labels)) if donate
-                else (lambda: (logits, labels)))
+        make = (functools.partial(lambda o, y: (jnp.array(o, copy=True), y), logits, labels)
+                if donate else functools.partial(lambda o, y: (o, y), logits, labels))
         results = {}
         for name, loss in CANDIDATES.items():
           fn = jax.jit(jax.value_and_grad(loss), donate_argnums=donate)
           results[name] = _time(fn, make, _REPEATS.value)
         copy = jax.jit(lambda x: x * 2, donate_argnums=(0,))
-        _, copy_s = _time(copy, lambda: (jnp.array(logits, copy=True),), _REPEATS.value)
+        _, copy_s = _time(copy, functools.partial(lambda o: (jnp.array(o, copy=True),), logits),
+                          _REPEATS.value)
         torch_s = None
         if mode == "fresh" and dtype_name == "float32":
           torch_s = _torch_time(np.asarray(logits), np.asarray(labels), _REPEATS.value)
