@@ -8,8 +8,8 @@ On Fashion-MNIST-shaped synthetic data, in one process, the median of ``--repeat
 a warm-up epoch (compile time apart) of:
 
 * ``scan``: :func:`softmax_jax.train.train_epoch`, the whole epoch one compiled ``lax.scan``;
-* ``per-step``: the same jitted ``train_step`` called from Python once per minibatch, as D2L's
-  trainer does (batches sliced on device);
+* ``per-step``: the same shuffle, then the same jitted ``train_step`` called from Python once per
+  minibatch, as D2L's trainer does;
 * ``torch``: a plain PyTorch loop (``nn.Linear``, ``F.cross_entropy``, ``optim.SGD``), if
   installed;
 * ``bound``: two passes over the data, timed as one ``X @ W`` and one ``Xᵀ @ G`` over all of it:
@@ -68,14 +68,14 @@ def main(argv):
     jax.block_until_ready(m["loss"])
 
   step = jax.jit(functools.partial(train.train_step, optimizer=opt), donate_argnums=(0,))
-  batches = train.make_batches(x, y, bs, jax.random.permutation(jax.random.PRNGKey(1), n))
-  batch_list = [jax.tree.map(lambda a, i=i: a[i], batches) for i in range(batches.y.shape[0])]
-  jax.block_until_ready(batch_list)
+  shuffle = jax.jit(train.make_batches, static_argnums=(2,))
+  epoch_key = jax.random.PRNGKey(1)
 
-  def python_loop():
+  def python_loop():  # the same shuffle per epoch, then one dispatch per minibatch
+    batches = shuffle(x, y, bs, jax.random.permutation(epoch_key, n))
     s = state[0]
-    for b in batch_list:
-      s, _ = step(s, b)
+    for i in range(batches.y.shape[0]):
+      s, _ = step(s, jax.tree.map(lambda a, i=i: a[i], batches))
     state[0] = s
     jax.block_until_ready(s.params)
 

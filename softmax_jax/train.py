@@ -136,10 +136,9 @@ def train_step(state: TrainState, batch: Batch, *, optimizer: optax.GradientTran
   return TrainState(params, opt_state, state.step + 1, state.key), metrics
 
 
-def make_batches(x: jax.Array, y: jax.Array, batch_size: int,
-                 perm: jax.Array | None = None) -> Batch:
-  """Stacks ``(x, y)`` into ``[num_batches, batch_size, ...]``, padding and masking the tail."""
-  n = x.shape[0]
+def batch_indices(n: int, batch_size: int,
+                  perm: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Indices ``[num_batches, batch_size]`` into ``n`` examples and the mask of the padded tail."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
   num_batches = -(-n // batch_size)
@@ -148,7 +147,14 @@ def make_batches(x: jax.Array, y: jax.Array, batch_size: int,
   idx = jnp.concatenate([idx, jnp.zeros((pad,), idx.dtype)])
   mask = jnp.arange(num_batches * batch_size) < n
   shape = (num_batches, batch_size)
-  return Batch(x[idx].reshape(shape + x.shape[1:]), y[idx].reshape(shape), mask.reshape(shape))
+  return idx.reshape(shape), mask.reshape(shape)
+
+
+def make_batches(x: jax.Array, y: jax.Array, batch_size: int,
+                 perm: jax.Array | None = None) -> Batch:
+  """Stacks ``(x, y)`` into ``[num_batches, batch_size, ...]``, padding and masking the tail."""
+  idx, mask = batch_indices(x.shape[0], batch_size, perm)
+  return Batch(x[idx], y[idx], mask)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "optimizer", "l2", "label_smoothing",
@@ -174,29 +180,32 @@ def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, epoch: jax.Array,
     ``(state, metrics)`` where each metric is stacked over the epoch's steps.
   """
   perm = jax.random.permutation(jax.random.fold_in(state.key, epoch), x.shape[0])
-  batches = make_batches(x, y, batch_size, perm)
-  num_steps = batches.y.shape[0]
+  # Scan over index batches and gather each minibatch inside the step: a shuffled copy of the
+  # whole training set would be a fresh buffer as large as the data, written every epoch (on a
+  # CPU that copy cost more than the epoch's arithmetic).
+  idx, mask = batch_indices(x.shape[0], batch_size, perm)
+  num_steps = idx.shape[0]
   step = functools.partial(train_step, optimizer=optimizer, l2=l2,
                            label_smoothing=label_smoothing, check_grad_every=check_grad_every,
                            loss_fn=loss_fn)
 
   def body(state, indexed):
-    i, batch = indexed
+    i, idx_B, mask_B = indexed
     if progress is not None:
       every = max(1, num_steps // 10)
       jax.lax.cond(i % every == 0, lambda: jax.debug.callback(progress, i, num_steps),
                    lambda: None)
-    return step(state, batch)
+    return step(state, Batch(x[idx_B], y[idx_B], mask_B))
 
-  return jax.lax.scan(body, state, (jnp.arange(num_steps), batches))
+  return jax.lax.scan(body, state, (jnp.arange(num_steps), idx, mask))
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "num_classes", "num_bins"))
 def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, num_classes: int,
                num_bins: int) -> dict[str, jax.Array]:
-  batches = make_batches(x, y, batch_size)
-
-  def body(sums, batch):
+  def body(sums, indexed):
+    idx_B, mask_B = indexed
+    batch = Batch(x[idx_B], y[idx_B], mask_B)
     o = logits(params, batch.x)
     p = softmax(o)
     confidence = jnp.max(p, -1)
@@ -220,7 +229,7 @@ def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, n
            "class_count": jnp.zeros(num_classes, jnp.int32),
            "bin_count": jnp.zeros(num_bins), "bin_confidence": jnp.zeros(num_bins),
            "bin_correct": jnp.zeros(num_bins)}
-  sums, _ = jax.lax.scan(body, zeros, batches)
+  sums, _ = jax.lax.scan(body, zeros, batch_indices(x.shape[0], batch_size))
   return sums
 
 
