@@ -15,12 +15,14 @@ images give D2L's schedule only 60 SGD steps (test accuracy 0.88).
 
 import sys
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
 
 from experiments import common
 from softmax_jax import checkpoint
+from softmax_jax import parallel
 from softmax_jax import run
 from softmax_jax import train
 
@@ -45,6 +47,15 @@ _CHECK_GRAD_EVERY = flags.DEFINE_integer(
     "check_grad_every", 1, "Compare autodiff with the closed-form gradient every k steps; 0 off.")
 _WORKDIR = common.WORKDIR  # config, metrics, curves and checkpoints; nothing written if unset
 _RESUME = flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its checkpoint.")
+_DATA_PARALLEL = flags.DEFINE_bool(
+    "data_parallel", False, "Split each minibatch over all devices (of every process); the same "
+    "losses and params as one device, up to the order of float sums.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process: process 0's host:port (jax.distributed). Leave "
+    "unset on one host; on TPU pods and under SLURM set --num_processes=0 to read the "
+    "environment.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: how many.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this one's rank.")
 
 
 def config_from_flags() -> train.TrainConfig:
@@ -69,6 +80,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  if _COORDINATOR.value or _NUM_PROCESSES.value is not None:
+    parallel.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value or None,
+                        process_id=_PROCESS_ID.value)
+  run_epochs_fn = parallel.run_epochs_data_parallel if _DATA_PARALLEL.value else train.run_epochs
+  writes = jax.process_index() == 0  # in a multi-process job, process 0 writes the files
   try:
     config = config_from_flags()  # bad values fail here, before any work
     dataset = common.load_dataset()
@@ -81,16 +97,16 @@ def main(argv):
   print(f"{'epoch':>5} {'train_loss':>10} {'test_loss':>9} {'test_acc':>8} {'examples/s':>10} "
         f"{'grad_diff':>9} {'time':>7}")
   try:
-    if _WORKDIR.value:
+    if _WORKDIR.value and writes:
       flag_values = {f.name: f.value for m in (sys.modules[__name__], common)
                      for f in FLAGS.get_flags_for_module(m)}
       run.train_and_evaluate(dataset, config, _WORKDIR.value, dataset_name=_DATASET.value,
                              resume=_RESUME.value, log=print_record,
-                             extra_config={"flags": flag_values})
+                             extra_config={"flags": flag_values}, run_epochs_fn=run_epochs_fn)
     else:
       import time
       start = time.perf_counter()
-      for _, record in train.run_epochs(dataset, config):
+      for _, record in run_epochs_fn(dataset, config):
         print_record({**record, "wall_time": time.perf_counter() - start})
   except (run.RunError, checkpoint.CheckpointError, train.NonFiniteLossError,
           train.GradientCheckError) as e:

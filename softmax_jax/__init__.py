@@ -9,12 +9,14 @@ The public API, one name per line. Where things live:
   train.py     TrainState, train_step, train_epoch (lax.scan), evaluate, fit
   run.py       a training run in a workdir: metrics, curves, checkpoints, resume
   checkpoint.py, plots.py   atomic files and checkpoints; figures
+  parallel.py  data parallel (Mesh), class parallel (shard_map), multi-process
   solve.py     the exact L2-regularised optimum: Newton or L-BFGS in float64
   data.py      digits (the embedded default), fashion_mnist, mnist, toy, user files
 """
 
 from softmax_jax import data
 from softmax_jax import info
+from softmax_jax import parallel
 from softmax_jax import solve
 from softmax_jax import train
 from softmax_jax._validation import checked
@@ -48,6 +50,7 @@ __all__ = (
     "logits",
     "logsumexp",
     "one_hot",
+    "parallel",
     "predict",
     "predict_proba",
     "sigmoid_cross_entropy",

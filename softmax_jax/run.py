@@ -89,7 +89,8 @@ def train_and_evaluate(data, config: train.TrainConfig, workdir: str | os.PathLi
                        log: Callable[[dict[str, Any]], None] | None = None,
                        progress_after: float = 5.0, loss_fn=train.objective,
                        extra_config: dict[str, Any] | None = None,
-                       plot_every: float = 3.0) -> list[dict[str, Any]]:
+                       plot_every: float = 3.0,
+                       run_epochs_fn=train.run_epochs) -> list[dict[str, Any]]:
   """Trains with checkpoints and metrics in ``workdir``; returns every epoch's record.
 
   Args:
@@ -104,6 +105,8 @@ def train_and_evaluate(data, config: train.TrainConfig, workdir: str | os.PathLi
     loss_fn: see :func:`softmax_jax.train.train_step`.
     extra_config: more JSON-able settings to record in ``config.json`` (e.g. every flag).
     plot_every: redraw ``curves.png`` at most this often (seconds), and after the last epoch.
+    run_epochs_fn: the epoch loop: :func:`softmax_jax.train.run_epochs`, or
+      :func:`softmax_jax.parallel.run_epochs_data_parallel` to split each batch over devices.
 
   Raises:
     RunError: ``workdir`` holds another run, or a run whose config differs on resume.
@@ -146,8 +149,8 @@ def train_and_evaluate(data, config: train.TrainConfig, workdir: str | os.PathLi
   progress = Progress(progress_after)
   start = time.perf_counter()
   wall_offset = history[-1]["wall_time"] if history else 0.0
-  epochs = train.run_epochs(data, config, state=state, start_epoch=start_epoch,
-                            progress=progress, loss_fn=loss_fn)
+  epochs = run_epochs_fn(data, config, state=state, start_epoch=start_epoch, progress=progress,
+                         loss_fn=loss_fn)
   progress.begin(start_epoch + 1)
   last_plot = -float("inf")
   with open(paths[METRICS], "a") as metrics_file:

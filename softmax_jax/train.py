@@ -342,6 +342,38 @@ class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite."""
 
 
+def epoch_record(config: TrainConfig, epoch: int, first_step: int, metrics: dict[str, Any],
+                 seconds: float, num_train: int, evaluate_test) -> dict[str, Any]:
+  """Checks one epoch's step metrics and makes its record (shared by every epoch loop).
+
+  Raises :class:`NonFiniteLossError` naming the first bad step, or :class:`GradientCheckError`;
+  otherwise calls ``evaluate_test()`` (a dict as :func:`evaluate` returns) and returns the record.
+  """
+  losses = np.asarray(metrics["loss"])
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    i = int(bad[0])
+    raise NonFiniteLossError(
+        f"the training loss became {losses[i]} at step {first_step + i} (epoch {epoch + 1}, "
+        f"batch {i + 1} of {losses.size}); lower the learning rate. Nothing of this epoch "
+        f"was kept.")
+  record = {"epoch": epoch + 1, "train_loss": float(losses.mean())}
+  if config.check_grad_every and np.asarray(metrics["grad_checked"]).any():
+    record["grad_check_max_abs_diff"] = float(np.asarray(metrics["grad_max_abs_diff"]).max())
+    rel = float(np.asarray(metrics["grad_max_rel_diff"]).max())
+    record["grad_check_max_rel_diff"] = rel
+    if not rel <= config.grad_rtol:
+      raise GradientCheckError(
+          f"epoch {epoch + 1}: the autodiff gradient differs from the closed form "
+          f"Xᵀ(softmax(O) − Y)/n + λW by {rel:.3g} (relative), above grad_rtol="
+          f"{config.grad_rtol}.")
+  test = evaluate_test()
+  record.update(test_loss=test["loss"], test_accuracy=test["accuracy"], test_ece=test["ece"],
+                test_per_class_accuracy=test["per_class_accuracy"],
+                examples_per_sec=num_train / seconds, epoch_seconds=seconds)
+  return record
+
+
 def run_epochs(data, config: TrainConfig, *, state: TrainState | None = None,
                start_epoch: int = 0, progress=None, loss_fn=objective):
   """Trains epoch by epoch, yielding ``(state, record)`` after each one.
@@ -384,31 +416,10 @@ def run_epochs(data, config: TrainConfig, *, state: TrainState | None = None,
                                  l2=config.l2, label_smoothing=config.label_smoothing,
                                  check_grad_every=config.check_grad_every, loss_fn=loss_fn,
                                  progress=progress)
-    losses = np.asarray(metrics["loss"])
+    metrics = jax.device_get(metrics)  # waits for the epoch
     seconds = time.perf_counter() - t0
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-      i = int(bad[0])
-      raise NonFiniteLossError(
-          f"the training loss became {losses[i]} at step {first_step + i} (epoch {epoch + 1}, "
-          f"batch {i + 1} of {losses.size}); lower the learning rate. Nothing of this epoch "
-          f"was kept.")
-    test = evaluate(state.params, x_test, y_test)
-    record = {"epoch": epoch + 1, "train_loss": float(losses.mean()),
-              "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-              "test_ece": test["ece"], "test_per_class_accuracy": test["per_class_accuracy"],
-              "examples_per_sec": len(data.y_train) / seconds, "epoch_seconds": seconds}
-    if config.check_grad_every:
-      checked = np.asarray(metrics["grad_checked"])
-      if checked.any():
-        record["grad_check_max_abs_diff"] = float(np.asarray(metrics["grad_max_abs_diff"]).max())
-        rel = float(np.asarray(metrics["grad_max_rel_diff"]).max())
-        record["grad_check_max_rel_diff"] = rel
-        if not rel <= config.grad_rtol:
-          raise GradientCheckError(
-              f"epoch {epoch + 1}: the autodiff gradient differs from the closed form "
-              f"Xᵀ(softmax(O) − Y)/n + λW by {rel:.3g} (relative), above grad_rtol="
-              f"{config.grad_rtol}.")
+    record = epoch_record(config, epoch, first_step, metrics, seconds, len(data.y_train),
+                          functools.partial(evaluate, state.params, x_test, y_test))
     yield state, record
 
 

@@ -356,3 +356,12 @@ def test_progress_inside_a_long_epoch(small):
   train.train_epoch(state, x, y, jnp.int32(1), batch_size=8, optimizer=opt, progress=progress)
   jax.effects_barrier()
   assert quiet.getvalue() == ""
+
+
+def test_train_experiment_data_parallel_flag_matches(capsys):
+  from experiments import train as exp
+  _run_main(exp, epochs=2)
+  single = capsys.readouterr().out.splitlines()[-1].split()[:4]
+  _run_main(exp, epochs=2, data_parallel=True)
+  parallel = capsys.readouterr().out.splitlines()[-1].split()[:4]
+  assert single == parallel  # epoch, train loss, test loss, test accuracy (4 decimals)
