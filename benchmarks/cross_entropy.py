@@ -26,12 +26,15 @@ from absl import flags
 from absl import logging
 
 import softmax_jax as sj
+from benchmarks.timing import REPEATS
+from benchmarks.timing import median_seconds
 
 _SHAPES = flags.DEFINE_list("shapes", ["4096x10", "4096x1000", "1024x32768", "256x131072"],
                             "n x q shapes.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Logit dtypes.")
 _MODES = flags.DEFINE_list("modes", ["fresh", "donated"], "fresh and/or donated.")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed calls per entry (median).", lower_bound=5)
+
+FLAGS = flags.FLAGS
 
 
 def _ours(o, y):
@@ -52,19 +55,9 @@ CANDIDATES = {"softmax_jax": _ours, "optax": _optax, "jax.nn": _jax_nn}
 
 def _time(fn, make_args, repeats: int) -> tuple[float, float]:
   """(compile seconds, median seconds of a call) for a jitted fn."""
-  args = make_args()
   t0 = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(*args))  # warm-up
-  times = []
-  for _ in range(repeats):
-    args = make_args()
-    jax.block_until_ready(args)
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  return compile_s, float(np.median(times))
+  compiled = fn.lower(*make_args()).compile()
+  return time.perf_counter() - t0, median_seconds(compiled, repeats, setup=make_args)
 
 
 def _torch_time(logits: np.ndarray, labels: np.ndarray, repeats: int) -> float | None:
@@ -81,20 +74,14 @@ def _torch_time(logits: np.ndarray, labels: np.ndarray, repeats: int) -> float |
     loss.backward()
     return loss
 
-  step()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+  return median_seconds(step, repeats)
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), "
-        f"optax {optax.__version__}; median of {_REPEATS.value} calls after warm-up")
+        f"optax {optax.__version__}; median of {REPEATS.value} calls after warm-up")
   header = (f"{'n x q':>12} {'dtype':>8} {'mode':>7} | {'softmax_jax':>11} {'optax':>9} "
             f"{'jax.nn':>9} {'torch':>9} | {'optax/ours':>10} {'GB/s':>6} {'copy GB/s':>9} "
             f"{'compile':>8}")
@@ -115,13 +102,13 @@ def main(argv):
         results = {}
         for name, loss in CANDIDATES.items():
           fn = jax.jit(jax.value_and_grad(loss), donate_argnums=donate)
-          results[name] = _time(fn, make, _REPEATS.value)
+          results[name] = _time(fn, make, REPEATS.value)
         copy = jax.jit(lambda x: x * 2, donate_argnums=(0,))
         _, copy_s = _time(copy, functools.partial(lambda o: (jnp.array(o, copy=True),), logits),
-                          _REPEATS.value)
+                          REPEATS.value)
         torch_s = None
         if mode == "fresh" and dtype_name == "float32":
-          torch_s = _torch_time(np.asarray(logits), np.asarray(labels), _REPEATS.value)
+          torch_s = _torch_time(np.asarray(logits), np.asarray(labels), REPEATS.value)
         ours = results["softmax_jax"][1]
         ms = {k: f"{v[1] * 1e3:9.2f}" for k, v in results.items()}
         torch_ms = "        -" if torch_s is None else f"{torch_s * 1e3:9.2f}"

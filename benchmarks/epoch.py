@@ -20,7 +20,6 @@ It also times ``sj.logits`` (written per example and vmapped) against the hand-b
 """
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,29 +29,22 @@ from absl import flags
 from absl import logging
 
 import softmax_jax as sj
+from benchmarks.timing import REPEATS
+from benchmarks.timing import median_seconds
 from softmax_jax import train
 
-_N = flags.DEFINE_integer("n", 60000, "Training examples.")
-_D = flags.DEFINE_integer("d", 784, "Features.")
-_Q = flags.DEFINE_integer("q", 10, "Classes.")
-_BATCH = flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed epochs per entry (median).", lower_bound=5)
+_N = flags.DEFINE_integer("examples", 60000, "Training examples.")
+_D = flags.DEFINE_integer("features", 784, "Features.")
+_Q = flags.DEFINE_integer("classes", 10, "Classes.")
+_BATCH = flags.DEFINE_integer("minibatch", 256, "Minibatch size.")
 
-
-def _median(fn, repeats):
-  fn()  # warm-up (compiles)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  n, d, q, bs, reps = _N.value, _D.value, _Q.value, _BATCH.value, _REPEATS.value
+  n, d, q, bs, reps = _N.value, _D.value, _Q.value, _BATCH.value, REPEATS.value
   rng = np.random.default_rng(0)
   x_np = rng.random((n, d), dtype=np.float32)
   y_np = rng.integers(0, q, n).astype(np.int32)
@@ -88,10 +80,10 @@ def main(argv):
     jax.block_until_ready(fwd(x, W))
     jax.block_until_ready(bwd(x, G))
 
-  rows = {"scan": _median(scan_epoch, reps)}
+  rows = {"scan": median_seconds(scan_epoch, reps)}
   state[0] = fresh()
-  rows["per-step"] = _median(python_loop, reps)
-  rows["bound"] = _median(two_passes, reps)
+  rows["per-step"] = median_seconds(python_loop, reps)
+  rows["bound"] = median_seconds(two_passes, reps)
   torch_s = None
   try:
     import torch
@@ -108,7 +100,7 @@ def main(argv):
         torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
         sgd.step()
 
-    torch_s = _median(torch_epoch, reps)
+    torch_s = median_seconds(torch_epoch, reps)
   except ImportError:
     pass
   if torch_s is not None:
@@ -123,11 +115,11 @@ def main(argv):
 
   params = sj.init_params(jax.random.PRNGKey(0), d, q)
   vmapped = jax.jit(sj.logits)
-  batched = jax.jit(lambda p, x: x @ p.W + p.b)
+  batched = jax.jit(lambda p, x: x @ p.W + p.b[None, :])
   np.testing.assert_allclose(vmapped(params, x[:512]), batched(params, x[:512]), rtol=1e-5,
                              atol=1e-6)
-  tv = _median(lambda: jax.block_until_ready(vmapped(params, x)), reps)
-  tb = _median(lambda: jax.block_until_ready(batched(params, x)), reps)
+  tv = median_seconds(lambda: jax.block_until_ready(vmapped(params, x)), reps)
+  tb = median_seconds(lambda: jax.block_until_ready(batched(params, x)), reps)
   print(f"sj.logits (per example, vmapped) {tv * 1e3:.1f} ms vs hand-batched X @ W + b "
         f"{tb * 1e3:.1f} ms: ratio {tv / tb:.2f}")
 

@@ -19,12 +19,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from benchmarks.timing import REPEATS
 from softmax_jax import data
 from softmax_jax import solve
 
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per entry (median).", lower_bound=5)
-_C = flags.DEFINE_float("C", 1.0, "Inverse regularisation strength.")
+_C = flags.DEFINE_float("sklearn_C", 1.0, "scikit-learn's C: l2 = 1/(C·n).")
 _SYNTHETIC = flags.DEFINE_bool("synthetic", True, "Also the 60,000 × 784 synthetic problem.")
+
+FLAGS = flags.FLAGS
 
 
 def _problems():
@@ -49,7 +51,7 @@ def main(argv):
     n = x.shape[0]
     l2 = 1.0 / (_C.value * n)
     sk_times = []
-    for _ in range(_REPEATS.value):
+    for _ in range(REPEATS.value):
       clf = LogisticRegression(C=_C.value, tol=1e-8, max_iter=10000)
       t0 = time.perf_counter()
       with warnings.catch_warnings():
@@ -66,7 +68,7 @@ def main(argv):
       _, info = solve.fit_exact(x, y, num_classes=q, l2=l2, method=method)  # compiles
       compile_s = info.compile_seconds
       runs = [solve.fit_exact(x, y, num_classes=q, l2=l2, method=method)[1]
-              for _ in range(_REPEATS.value)]
+              for _ in range(REPEATS.value)]
       solve_s = float(np.median([r.solve_seconds for r in runs]))
       obj = runs[-1].objective
       print(f"{name:>24} {method:>8} {obj:16.12f} {(obj - sk_obj) / sk_obj:10.1e} "

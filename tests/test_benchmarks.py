@@ -1,0 +1,33 @@
+"""The benchmark scripts run (tiny sizes; no timing is asserted: speed is measured, not tested)."""
+
+from absl.testing import flagsaver
+
+
+def _run(module, capsys, **flags):
+  with flagsaver.flagsaver(**flags):
+    module.FLAGS.mark_as_parsed()
+    module.main([module.__name__])
+  return capsys.readouterr().out
+
+
+def test_cross_entropy_benchmark_runs(capsys):
+  from benchmarks import cross_entropy
+  out = _run(cross_entropy, capsys, shapes=["64x10"], dtypes=["float32", "bfloat16"],
+             modes=["fresh", "donated"], repeats=5)
+  rows = [l for l in out.splitlines() if l.strip().startswith("64x10")]
+  assert len(rows) == 4
+  assert all(float(r.split("|")[2].split()[0]) > 0 for r in rows)  # optax/ours ratio
+
+
+def test_epoch_benchmark_runs(capsys):
+  from benchmarks import epoch
+  out = _run(epoch, capsys, examples=600, features=16, classes=3, minibatch=64, repeats=5)
+  assert "scan" in out and "per-step" in out and "bound" in out
+  assert "sj.logits (per example, vmapped)" in out
+
+
+def test_solve_benchmark_runs(capsys):
+  from benchmarks import solve
+  out = _run(solve, capsys, synthetic=False, repeats=5)
+  newton = [l for l in out.splitlines() if "newton" in l]
+  assert newton and abs(float(newton[0].split()[4])) < 1e-6  # same optimum as scikit-learn
