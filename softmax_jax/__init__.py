@@ -3,6 +3,7 @@
 The public API, one name per line. Where things live:
   softmax.py   logsumexp, softmax, log_softmax, softmax_hessian
   losses.py    cross_entropy, cross_entropy_grad, sigmoid_cross_entropy
+  linear_ce.py linear_cross_entropy: xW + b and its cross-entropy, never forming the logits
   info.py      entropy, surprisal, cross-entropy and KL between distributions (softmax_jax.info)
   model.py     Params, init_params, logits, predict, predict_proba
   encoding.py  one_hot, CategoryEncoder
@@ -22,6 +23,7 @@ from softmax_jax import train
 from softmax_jax._validation import checked
 from softmax_jax.encoding import CategoryEncoder
 from softmax_jax.encoding import one_hot
+from softmax_jax.linear_ce import linear_cross_entropy
 from softmax_jax.losses import cross_entropy
 from softmax_jax.losses import cross_entropy_grad
 from softmax_jax.losses import sigmoid_cross_entropy
@@ -46,6 +48,7 @@ __all__ = (
     "data",
     "info",
     "init_params",
+    "linear_cross_entropy",
     "log_softmax",
     "logits",
     "logsumexp",

@@ -194,3 +194,34 @@ def check_integer_labels(labels: Any, name: str = "labels") -> jax.Array:
     raise TypeError(f"{name} must be integer class ids; got dtype {labels.dtype} with shape "
                     f"{labels.shape}. Cast with .astype(jnp.int32) if they are whole numbers.")
   return labels
+
+
+def label_kind(labels: jax.Array, *, ids_shape: tuple[int, ...], probs_shape: tuple[int, ...],
+               ids_desc: str, probs_desc: str) -> bool:
+  """True for class ids, False for probability vectors, told apart by shape; else an error.
+
+  Args:
+    labels: the labels.
+    ids_shape: the shape class ids must have; ``ids_desc`` says what it is.
+    probs_shape: the shape probability vectors must have; ``probs_desc`` says what it is.
+
+  Raises:
+    TypeError: the shape says class ids but the dtype is not integer, or the reverse.
+    ValueError: the shape is neither.
+  """
+  if labels.shape == ids_shape:
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+      raise TypeError(
+          f"labels of shape {labels.shape} are read as class ids ({ids_desc}), but their dtype "
+          f"is {labels.dtype}; class ids must be integers (cast with .astype(jnp.int32)), and "
+          f"probability labels must have shape {probs_shape}.")
+    return True
+  if labels.shape == probs_shape:
+    if not jnp.issubdtype(labels.dtype, jnp.floating):
+      raise TypeError(
+          f"labels of shape {labels.shape} are read as probability vectors ({probs_desc}), but "
+          f"their dtype is {labels.dtype}; probabilities must be floating point, and class ids "
+          f"must have shape {ids_shape}.")
+    return False
+  raise ValueError(f"labels of shape {labels.shape} match neither {ids_shape} ({ids_desc}) nor "
+                   f"{probs_shape} ({probs_desc}).")

@@ -209,26 +209,10 @@ def _prepare(logits, labels, axis, label_smoothing, class_weights, where):
   batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
 
   labels = jnp.asarray(labels)
-  if labels.shape == batch_shape:
-    hard = True
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-      raise TypeError(
-          f"labels of shape {labels.shape} match the batch shape of logits {logits.shape}, so "
-          f"they are read as class ids, but their dtype is {labels.dtype}; class ids must be "
-          f"integers (cast with .astype(jnp.int32)), and probability labels must have the shape "
-          f"of the logits.")
-  elif labels.shape == logits.shape:
-    hard = False
-    if not jnp.issubdtype(labels.dtype, jnp.floating):
-      raise TypeError(
-          f"labels of shape {labels.shape} match the shape of the logits, so they are read as "
-          f"probability vectors, but their dtype is {labels.dtype}; probabilities must be "
-          f"floating point, and class ids must have the batch shape {batch_shape}.")
-  else:
-    raise ValueError(
-        f"labels of shape {labels.shape} match neither the batch shape {batch_shape} of logits "
-        f"{logits.shape} (class ids, classes on axis {axis}) nor the shape of the logits "
-        f"(probability vectors).")
+  hard = v.label_kind(
+      labels, ids_shape=batch_shape, probs_shape=logits.shape,
+      ids_desc=f"the batch shape of logits {logits.shape} without the class axis {axis}",
+      probs_desc="the shape of the logits")
 
   if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real)):
     raise TypeError(f"label_smoothing must be a Python float in [0, 1]; got {label_smoothing!r}.")

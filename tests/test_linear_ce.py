@@ -1,0 +1,347 @@
+"""Tests for softmax_jax.linear_ce: linear_cross_entropy against the dense cross_entropy."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import softmax_jax as sj
+from softmax_jax.linear_ce import linear_cross_entropy
+from tests.conftest import enable_x64
+
+N, D, Q = 12, 6, 37  # 37 classes: prime, so no chunk size below it divides it
+
+
+def _problem(seed=0, n=N, d=D, q=Q, soft=False, dtype=jnp.float32, scale=1.0):
+  """x, W, b, labels, class weights (one of them 0) and a mask; NumPy's RNG (nothing to compile)."""
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal((n, d)), dtype)
+  W = jnp.asarray(scale * rng.standard_normal((d, q)), dtype)
+  b = jnp.asarray(scale * rng.standard_normal(q), dtype)
+  if soft:
+    z = 2 * rng.standard_normal((n, q))
+    p = np.exp(z - z.max(1, keepdims=True))
+    labels = jnp.asarray(p / p.sum(1, keepdims=True), jnp.float32)
+  else:
+    labels = jnp.asarray(rng.integers(0, q, n), jnp.int32)
+  weights = jnp.asarray(rng.uniform(0.0, 2.0, q), jnp.float32).at[3].set(0.0)
+  mask = jnp.asarray(np.arange(n) % 4 != 1)
+  return x, W, b, labels, weights, mask
+
+
+def _dense(x, W, b, labels, **kw):
+  return sj.cross_entropy(x @ W + b[None, :], labels, **kw)
+
+
+def _value_and_grads(loss_fn, x, W, b, ct=None):
+  """Value and (dx, dW, db) of loss_fn, or of Σ ct·loss_fn for per-example losses."""
+  def scalar(x, W, b):
+    out = loss_fn(x, W, b)
+    return out if ct is None else jnp.sum(ct * out)
+  return jax.jit(jax.value_and_grad(scalar, argnums=(0, 1, 2)))(x, W, b)
+
+
+def _assert_close(got, want, rtol=1e-5, atol=1e-5):
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, g.dtype, w.shape, w.dtype)
+    np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64),
+                               rtol=rtol, atol=atol)
+
+
+def _assert_matches_dense(soft, kw, reduction="mean", chunk_size=8, ct=None, **problem):
+  x, W, b, labels, weights, mask = _problem(soft=soft, **problem)
+  kw = dict(kw)
+  if kw.pop("weights", False):
+    kw["class_weights"] = weights
+  if kw.pop("mask", False):
+    kw["where"] = mask
+  got = _value_and_grads(
+      lambda x, W, b: linear_cross_entropy(x, W, b, labels, chunk_size=chunk_size,
+                                           reduction=reduction, **kw), x, W, b, ct)
+  want = _value_and_grads(
+      lambda x, W, b: _dense(x, W, b, labels, reduction=reduction, **kw), x, W, b, ct)
+  _assert_close(got, want)
+
+
+KWARGS = {
+    "plain": {},
+    "smoothing": dict(label_smoothing=0.1),
+    "weights": dict(weights=True),
+    "all": dict(weights=True, mask=True, label_smoothing=0.2),  # the mask is in here
+}
+CASES = [(False, "plain"), (False, "smoothing"), (False, "weights"), (False, "all"),
+         (True, "plain"), (True, "all")]
+
+
+@pytest.mark.parametrize("soft,name", CASES, ids=[("probs-" if s else "ids-") + n for s, n in CASES])
+def test_mean_and_grads_equal_dense(soft, name):
+  _assert_matches_dense(soft, KWARGS[name])
+
+
+@pytest.mark.parametrize("soft,reduction", [(False, "none"), (True, "none"), (False, "sum")],
+                         ids=["ids-none", "probs-none", "ids-sum"])
+def test_every_reduction_equals_dense(soft, reduction):
+  # "none" is differentiated through Σ ct·l with a random cotangent per example.
+  ct = jnp.asarray(np.random.default_rng(7).standard_normal(N), jnp.float32)
+  ct = ct if reduction == "none" else None
+  _assert_matches_dense(soft, KWARGS["all"], reduction=reduction, ct=ct)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 36, 64])
+def test_chunk_sizes_ragged_and_wider_than_q(chunk_size):
+  # 1: one class per block; 36: blocks [0, 36) and [1, 37), sharing 35 columns; 64 > q = 37.
+  _assert_matches_dense(False, dict(weights=True, label_smoothing=0.1), chunk_size=chunk_size)
+
+
+def test_blocks_that_divide_q():
+  _assert_matches_dense(True, KWARGS["all"], chunk_size=8, q=32)
+
+
+def test_labels_in_the_shared_columns_of_the_last_block():
+  # q = 10, chunk 4: blocks [0, 4), [4, 8), [6, 10) with 6, 7 shared; the labels sit there.
+  x, W, b, _, _, _ = _problem(q=10)
+  labels = jnp.array([6, 7, 8, 9, 5, 4, 3, 0, 6, 7, 6, 7])
+  got = _value_and_grads(
+      lambda x, W, b: linear_cross_entropy(x, W, b, labels, chunk_size=4), x, W, b)
+  want = _value_and_grads(lambda x, W, b: _dense(x, W, b, labels, reduction="mean"), x, W, b)
+  _assert_close(got, want)
+
+
+def test_no_bias_equals_zero_bias():
+  x, W, _, labels, _, _ = _problem()
+  got = jax.value_and_grad(
+      lambda x, W: linear_cross_entropy(x, W, None, labels, chunk_size=8), argnums=(0, 1))(x, W)
+  want = jax.value_and_grad(
+      lambda x, W: linear_cross_entropy(x, W, jnp.zeros(Q), labels, chunk_size=8),
+      argnums=(0, 1))(x, W)
+  _assert_close(got, want)
+
+
+def test_default_reduction_is_mean_and_eager_equals_jit():
+  x, W, b, labels, _, _ = _problem()
+  eager = linear_cross_entropy(x, W, b, labels)
+  np.testing.assert_allclose(eager, _dense(x, W, b, labels, reduction="mean"), rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(linear_cross_entropy)(x, W, b, labels), eager, rtol=1e-6)
+
+
+def test_all_masked_mean_is_zero_with_zero_gradients():
+  x, W, b, labels, _, _ = _problem()
+  loss, grads = jax.value_and_grad(
+      lambda x, W, b: linear_cross_entropy(x, W, b, labels, where=jnp.zeros(N, bool),
+                                           chunk_size=8), argnums=(0, 1, 2))(x, W, b)
+  assert loss == 0
+  for g in grads:
+    assert not np.any(g)
+
+
+def test_masked_examples_may_hold_any_label():
+  x, W, b, labels, _, mask = _problem()
+  bad = jnp.where(mask, labels, -100)  # torch's ignore_index
+  got = linear_cross_entropy(x, W, b, bad, where=mask, chunk_size=8, reduction="none")
+  want = _dense(x, W, b, labels, where=mask)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_out_of_range_label_under_plain_jit_is_nan_not_clamped():
+  x, W, b, labels, _, _ = _problem()
+  f = jax.jit(functools.partial(linear_cross_entropy, chunk_size=8, reduction="none"))
+  loss = f(x, W, b, labels.at[2].set(Q))
+  assert np.isnan(loss[2]) and np.all(np.isfinite(np.delete(np.asarray(loss), 2)))
+  err, _ = jax.jit(sj.checked(functools.partial(linear_cross_entropy, chunk_size=8)))(
+      x, W, b, labels.at[2].set(Q))
+  assert "class ids in [0, 37)" in str(err.get())
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory: no n × q array anywhere
+# ----------------------------------------------------------------------------------------------
+
+
+def _sub_jaxprs(value):
+  """The jaxprs in an equation's parameter (duck-typed: jax.core's helpers move between versions)."""
+  if hasattr(value, "eqns"):
+    yield value
+  elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):  # a ClosedJaxpr
+    yield value.jaxpr
+  elif isinstance(value, (tuple, list)):
+    for item in value:
+      yield from _sub_jaxprs(item)
+
+
+def _avals(jaxpr):
+  """Every abstract value in a jaxpr, sub-jaxprs (loops, custom rules) included."""
+  for eqn in jaxpr.eqns:
+    for var in (*eqn.invars, *eqn.outvars):
+      if hasattr(var, "aval"):
+        yield var.aval
+    for param in eqn.params.values():
+      for sub in _sub_jaxprs(param):
+        yield from _avals(sub)
+
+
+def test_no_n_by_q_array_in_the_jaxpr_or_the_compiled_temporaries():
+  n, d, q, chunk = 64, 8, 1000, 96  # ragged: 1000 = 10·96 + 40
+  x, W, b, labels, weights, _ = _problem(n=n, d=d, q=q)
+
+  def chunked(x, W, b):
+    return linear_cross_entropy(x, W, b, labels, chunk_size=chunk, label_smoothing=0.1,
+                                class_weights=weights)
+
+  def dense(x, W, b):
+    return _dense(x, W, b, labels, label_smoothing=0.1, class_weights=weights, reduction="mean")
+
+  def shapes(fn):
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(fn, argnums=(0, 1, 2)))(x, W, b).jaxpr
+    return {aval.shape for aval in _avals(jaxpr) if hasattr(aval, "shape")}
+
+  assert (n, q) in shapes(dense)  # the scan sees what it should
+  assert not {(n, q), (q, n)} & shapes(chunked)
+
+  def temp_bytes(fn):
+    compiled = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2))).lower(x, W, b).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(dense) >= n * q * 4
+  assert temp_bytes(chunked) < n * q * 4 / 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision, gradients and numerics
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["ids", "probs"])
+def test_check_grads_float64(soft):
+  x, W, b, labels, weights, mask = _problem(soft=soft)  # made in float32, cast in float64
+  with enable_x64():
+    x, W, b = (a.astype(jnp.float64) for a in (x, W, b))
+    if soft:  # renormalised: float32 probabilities sum to 1 only within float32's tolerance
+      labels = labels.astype(jnp.float64)
+      labels = labels / jnp.sum(labels, axis=1, keepdims=True)
+    f = functools.partial(linear_cross_entropy, labels=labels, chunk_size=8,
+                          label_smoothing=0.1, class_weights=weights, where=mask)
+    check_grads(jax.jit(lambda x, W, b: f(x, W, b)), (x, W, b), order=1, modes=("rev",))
+    assert f(x, W, b).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["ids", "probs"])
+def test_bfloat16_loss_in_float32_grads_in_bfloat16(soft):
+  x, W, b, labels, _, mask = _problem(soft=soft, dtype=jnp.bfloat16)
+  kw = dict(label_smoothing=0.1, where=mask)
+  loss, grads = _value_and_grads(
+      lambda x, W, b: linear_cross_entropy(x, W, b, labels, chunk_size=8, **kw), x, W, b)
+  assert loss.dtype == jnp.float32
+  assert [g.dtype for g in grads] == [jnp.bfloat16] * 3
+  # The arithmetic is float32 on the upcast inputs: it matches the dense float32 loss tightly,
+  # and the gradients up to their rounding to bfloat16.
+  up = [a.astype(jnp.float32) for a in (x, W, b)]
+  want_loss, want_grads = _value_and_grads(
+      lambda x, W, b: _dense(x, W, b, labels, reduction="mean", **kw), *up)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+  for g, w in zip(grads, want_grads, strict=True):
+    np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=1e-2, atol=1e-3)
+  # The dense form on bfloat16 logits rounds the logits themselves: looser.
+  dense_bf16 = _dense(x, W, b, labels, reduction="mean", **kw)
+  np.testing.assert_allclose(loss, dense_bf16, rtol=2e-2)
+
+
+@pytest.mark.parametrize("smooth_and_weigh", [False, True], ids=["plain", "smoothing-weights"])
+def test_extreme_logits_finite_and_equal_dense(smooth_and_weigh):
+  # x W + b with entries of size ±1e4 (|x| ~ 1, |W| ~ 3e3): the exp of an unshifted logit
+  # would overflow; the loss is of size 1e4 and the softmax one-hot-like.
+  x, W, b, labels, weights, _ = _problem(scale=3e3)
+  labels = labels.at[0].set(jnp.argmax(x[0] @ W + b))  # a label holding the max: loss ≈ 0
+  assert float(jnp.max(jnp.abs(x @ W + b[None, :]))) > 1e4
+  kw = dict(label_smoothing=0.1, class_weights=weights) if smooth_and_weigh else {}
+  got = _value_and_grads(functools.partial(
+      linear_cross_entropy, labels=labels, chunk_size=8, reduction="none", **kw), x, W, b,
+      ct=jnp.ones(N))
+  want = _value_and_grads(functools.partial(_dense, labels=labels, reduction="none", **kw),
+                          x, W, b, ct=jnp.ones(N))
+  for leaf in jax.tree.leaves(got):
+    assert np.all(np.isfinite(leaf))
+  # Logits of size 1e4 carry float32 rounding of ~1e-3 (the matmul's summation order).
+  _assert_close(got, want, rtol=1e-5, atol=1e-2)
+  if not smooth_and_weigh:  # the label holding the max: the loss is log(1 + tiny) ≈ 0
+    mine = linear_cross_entropy(x[:1], W, b, labels[:1], chunk_size=8, reduction="none")
+    assert 0 <= float(mine[0]) < 1e-3 and float(_dense(x[:1], W, b, labels[:1])[0]) < 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient filtering
+# ----------------------------------------------------------------------------------------------
+
+
+def test_gradient_filtering_zero_is_exact_and_the_bound_holds():
+  # The labels and the softmax mass sit in the first block of 8: the other blocks' softmax
+  # entries are about e^-20 ≈ 2e-9 and their G that small.
+  x, W, _, _, _, _ = _problem(q=64)
+  b = jnp.where(jnp.arange(64) < 8, 10.0, -10.0)
+  labels = jnp.arange(N) % 8
+
+  def grads(filter_eps):
+    return jax.grad(lambda x, W, b: linear_cross_entropy(
+        x, W, b, labels, chunk_size=8, reduction="sum", filter_eps=filter_eps),
+        argnums=(0, 1, 2))(x, W, b)
+
+  exact = grads(None)
+  _assert_close(grads(0.0), exact, rtol=0, atol=0)
+  # Each skipped block's entries of G are below τ (cotangent 1): dW moves by at most τ·Σ|x|.
+  tau = 1e-3
+  dx, dW, db = grads(tau)
+  assert np.max(np.abs(dW - exact[1])) <= tau * float(jnp.max(jnp.sum(jnp.abs(x), axis=0)))
+  assert np.max(np.abs(dx - exact[0])) <= tau * float(jnp.max(jnp.sum(jnp.abs(W), axis=1)))
+  np.testing.assert_array_equal(db, exact[2])  # db is never filtered
+  assert not np.array_equal(dW, exact[1])  # something was skipped
+  # A threshold above every |G| skips every block: dx and dW are 0.
+  dx, dW, _ = grads(1e30)
+  assert not np.any(dx) and not np.any(dW)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+
+
+BAD_STATIC = [
+    (dict(x=jnp.ones(D)), ValueError, r"x must have shape \(n, d\)"),
+    (dict(W=jnp.ones((D + 1, Q))), ValueError, r"W must have shape \(d, q\) = \(6, q\).*\(7, 37\)"),
+    (dict(b=jnp.ones(Q + 1)), ValueError, r"b must have shape \(37,\).*\(38,\)"),
+    (dict(labels=jnp.zeros(N + 1, jnp.int32)), ValueError, r"labels of shape \(13,\) match neither"),
+    (dict(labels=jnp.zeros(N)), TypeError, "class ids must be integers"),
+    (dict(labels=jnp.zeros((N, Q), jnp.int32)), TypeError, "probabilities must be floating"),
+    (dict(x=jnp.ones((N, D), jnp.int32)), TypeError, "x must be a floating-point array"),
+    (dict(chunk_size=0), ValueError, "chunk_size must be a positive int; got 0"),
+    (dict(chunk_size=-3), ValueError, "chunk_size must be a positive int; got -3"),
+    (dict(chunk_size=8.0), TypeError, "chunk_size must be a positive int; got 8.0"),
+    (dict(chunk_size=True), TypeError, "chunk_size must be a positive int; got True"),
+    (dict(label_smoothing=1.5), ValueError, r"label_smoothing must be in \[0, 1\]"),
+    (dict(reduction="avg"), ValueError, "reduction must be one of"),
+    (dict(class_weights=jnp.ones(Q - 1)), ValueError, r"class_weights must have shape \(37,\)"),
+    (dict(where=jnp.ones(N)), TypeError, "where must be a boolean mask"),
+    (dict(where=jnp.ones(N + 1, bool)), ValueError, r"where of shape \(13,\) does not broadcast"),
+    (dict(filter_eps=-1.0), ValueError, "filter_eps must be finite and >= 0"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,msg", BAD_STATIC, ids=[m[:30] for _, _, m in BAD_STATIC])
+def test_bad_static_input(kw, exc, msg):
+  x, W, b, labels, _, _ = _problem()
+  args = dict(x=x, W=W, b=b, labels=labels) | kw
+  with pytest.raises(exc, match=msg):
+    linear_cross_entropy(**args)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(labels=jnp.array([0] * (N - 1) + [Q])), r"class ids in \[0, 37\); got 37"),
+    (dict(labels=jnp.full((N, Q), 0.5)), "must sum to 1"),
+    (dict(class_weights=-jnp.ones(Q)), "class_weights must be finite and >= 0"),
+])
+def test_bad_values_raise_eagerly(kw, msg):
+  x, W, b, labels, _, _ = _problem()
+  args = dict(x=x, W=W, b=b, labels=labels) | kw
+  with pytest.raises(ValueError, match=msg):
+    linear_cross_entropy(**args)
