@@ -345,3 +345,23 @@ def test_bad_values_raise_eagerly(kw, msg):
   args = dict(x=x, W=W, b=b, labels=labels) | kw
   with pytest.raises(ValueError, match=msg):
     linear_cross_entropy(**args)
+
+
+@pytest.mark.parametrize("bias", [[0.0, -np.inf, 1.0, 0.0], [3e38, -3e38, 0.0, 1e4],
+                                  [1e4, -1e4, 0.0, 0.0]])
+def test_minus_inf_and_float_max_biases_equal_dense(bias):
+  """A -inf bias masks a class; ±3e38 logits overflow the loss to +inf, never to NaN."""
+  x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+  W = jnp.array([[1.0, 2.0, 0.0, 1.0], [0.0, 1.0, 3.0, 1.0]])
+  b = jnp.array(bias, jnp.float32)
+  y = jnp.array([0, 2, 3])
+  got = jax.value_and_grad(lambda x, W, b: linear_cross_entropy(x, W, b, y, chunk_size=2),
+                           argnums=(0, 1, 2))(x, W, b)
+  want = jax.value_and_grad(lambda x, W, b: sj.cross_entropy(x @ W + b[None, :], y,
+                                                               reduction="mean"),
+                            argnums=(0, 1, 2))(x, W, b)
+  assert not np.isnan(float(got[0]))
+  np.testing.assert_array_equal(got[0], want[0])
+  for g, w in zip(got[1], want[1], strict=True):
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, w, atol=1e-6)
