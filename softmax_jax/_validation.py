@@ -225,3 +225,25 @@ def label_kind(labels: jax.Array, *, ids_shape: tuple[int, ...], probs_shape: tu
     return False
   raise ValueError(f"labels of shape {labels.shape} match neither {ids_shape} ({ids_desc}) nor "
                    f"{probs_shape} ({probs_desc}).")
+
+
+def check_label_smoothing(label_smoothing: Any) -> float:
+  """A static Python float in [0, 1] (it selects code paths, so it cannot be traced)."""
+  if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+    raise TypeError(f"label_smoothing must be a Python float in [0, 1]; got {label_smoothing!r}.")
+  if not 0.0 <= float(label_smoothing) <= 1.0:
+    raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}.")
+  return float(label_smoothing)
+
+
+def check_class_weights(class_weights: Any, num_classes: int, what: str) -> jax.Array | None:
+  """``None``, or ``num_classes`` finite non-negative weights; ``what`` names the classes."""
+  if class_weights is None:
+    return None
+  class_weights = as_float_array(class_weights, "class_weights")
+  if class_weights.shape != (num_classes,):
+    raise ValueError(f"class_weights must have shape ({num_classes},), one weight per {what}; "
+                     f"got {class_weights.shape}.")
+  check_all(jnp.isfinite(class_weights) & (class_weights >= 0), class_weights,
+            "class_weights must be finite and >= 0; got {value} at index {index}.")
+  return class_weights

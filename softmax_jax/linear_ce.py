@@ -356,10 +356,7 @@ def _prepare(x, W, b, labels, chunk_size, label_smoothing, class_weights, where,
                       ids_desc=f"one per row of x {x.shape}",
                       probs_desc=f"over the {q} columns of W")
 
-  if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-    raise TypeError(f"label_smoothing must be a Python float in [0, 1]; got {label_smoothing!r}.")
-  if not 0.0 <= float(label_smoothing) <= 1.0:
-    raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}.")
+  label_smoothing = v.check_label_smoothing(label_smoothing)
 
   if filter_eps is not None:
     if isinstance(filter_eps, bool) or not isinstance(filter_eps, numbers.Real):
@@ -368,13 +365,7 @@ def _prepare(x, W, b, labels, chunk_size, label_smoothing, class_weights, where,
       raise ValueError(f"filter_eps must be finite and >= 0; got {filter_eps!r}.")
     filter_eps = jnp.asarray(float(filter_eps))
 
-  if class_weights is not None:
-    class_weights = v.as_float_array(class_weights, "class_weights")
-    if class_weights.shape != (q,):
-      raise ValueError(f"class_weights must have shape ({q},), one weight per column of W "
-                       f"{W.shape}; got {class_weights.shape}.")
-    v.check_all(jnp.isfinite(class_weights) & (class_weights >= 0), class_weights,
-                "class_weights must be finite and >= 0; got {value} at index {index}.")
+  class_weights = v.check_class_weights(class_weights, q, f"column of W {W.shape}")
 
   mask = v.broadcast_mask(where, (n,))
   if hard:

@@ -20,7 +20,6 @@ the loss is float32. A loss whose exact value exceeds the float range (the label
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any
 from typing import NamedTuple
 
@@ -214,18 +213,9 @@ def _prepare(logits, labels, axis, label_smoothing, class_weights, where):
       ids_desc=f"the batch shape of logits {logits.shape} without the class axis {axis}",
       probs_desc="the shape of the logits")
 
-  if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real)):
-    raise TypeError(f"label_smoothing must be a Python float in [0, 1]; got {label_smoothing!r}.")
-  if not 0.0 <= float(label_smoothing) <= 1.0:
-    raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}.")
-
-  if class_weights is not None:
-    class_weights = v.as_float_array(class_weights, "class_weights")
-    if class_weights.shape != (num_classes,):
-      raise ValueError(f"class_weights must have shape ({num_classes},), one weight per class "
-                       f"of logits {logits.shape} along axis {axis}; got {class_weights.shape}.")
-    v.check_all(jnp.isfinite(class_weights) & (class_weights >= 0), class_weights,
-                "class_weights must be finite and >= 0; got {value} at index {index}.")
+  label_smoothing = v.check_label_smoothing(label_smoothing)
+  class_weights = v.check_class_weights(
+      class_weights, num_classes, f"class of logits {logits.shape} along axis {axis}")
 
   mask = v.broadcast_mask(where, batch_shape)
   if hard:
