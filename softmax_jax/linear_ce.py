@@ -68,6 +68,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax.losses import reduce_losses
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -382,19 +383,8 @@ def _prepare(x, W, b, labels, chunk_size, label_smoothing, class_weights, where,
 def _linear_cross_entropy(x, W, b, labels, w, mask, tau, *, cfg, reduction):
   labels, w, mask, tau = jax.tree.map(lax.stop_gradient, (labels, w, mask, tau))
   loss_N = _loss_rows(cfg, x, W, b, labels, w, mask, tau)
-  if reduction == "none":
-    return loss_N
-  total = jnp.sum(loss_N)
-  if reduction == "sum":
-    return total
-  # "mean": torch's normalisation. Class ids with weights: Σ of the weights of the kept
-  # examples' labels; otherwise the number of kept examples. Nothing kept: 0, not 0/0.
-  if cfg.hard and w is not None:
-    kept = w.astype(total.dtype)[jnp.clip(labels, 0, cfg.num_classes - 1)]
-    norm = jnp.sum(kept if mask is None else jnp.where(mask, kept, 0))
-  else:
-    norm = jnp.asarray(loss_N.size if mask is None else jnp.sum(mask), total.dtype)
-  return jnp.where(norm > 0, total / jnp.where(norm > 0, norm, 1), 0)
+  return reduce_losses(loss_N, reduction, mask=mask, labels=labels if cfg.hard else None,
+                       class_weights=w)
 
 
 def linear_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike | None, labels: ArrayLike, *,

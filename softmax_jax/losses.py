@@ -236,25 +236,35 @@ def _per_example(row_fn, eps, logits, labels, hard, axis, class_weights, mask):
   return fn(o, labels, w, mask)
 
 
-@functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
-def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, reduction):
-  row = _hard_loss_row if hard else _soft_loss_row
-  loss = _per_example(row, eps, logits, labels, hard, axis, class_weights, mask)
+def reduce_losses(loss: jax.Array, reduction: str, *, mask: jax.Array | None = None,
+                  labels: jax.Array | None = None,
+                  class_weights: jax.Array | None = None) -> jax.Array:
+  """Applies ``reduction`` to per-example losses with PyTorch's ``"mean"`` normalisation.
+
+  ``"mean"`` divides the sum by the total weight of the kept examples' class ids when ``labels``
+  and ``class_weights`` are given, else by the number of kept entries. When nothing is kept (all
+  masked, or zero total weight) it is 0, not PyTorch's 0/0 = NaN. Shared by every loss here.
+  """
   if reduction == "none":
     return loss
   total = jnp.sum(loss)
   if reduction == "sum":
     return total
-  # "mean": torch's normalisation. Class ids: Σ of the weights of the kept examples' labels
-  # (their count without weights). Probability labels: the number of kept examples.
-  if hard and class_weights is not None:
-    safe = jnp.clip(v.widen_ids(labels), 0, logits.shape[axis] - 1)  # to gather; range checked
+  if labels is not None and class_weights is not None:
+    safe = jnp.clip(v.widen_ids(labels), 0, class_weights.shape[0] - 1)  # range is checked
     kept = class_weights.astype(loss.dtype)[safe]
     norm = jnp.sum(kept if mask is None else jnp.where(mask, kept, 0))
   else:
     norm = jnp.asarray(loss.size if mask is None else jnp.sum(mask), loss.dtype)
-  # Nothing kept (all masked, or zero total weight): the loss is 0, not torch's 0/0 = NaN.
   return jnp.where(norm > 0, total / jnp.where(norm > 0, norm, 1), 0)
+
+
+@functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
+def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, reduction):
+  row = _hard_loss_row if hard else _soft_loss_row
+  loss = _per_example(row, eps, logits, labels, hard, axis, class_weights, mask)
+  return reduce_losses(loss, reduction, mask=mask, labels=labels if hard else None,
+                       class_weights=class_weights)
 
 
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps"))
@@ -419,10 +429,4 @@ def sigmoid_cross_entropy(logits: ArrayLike, labels: ArrayLike, *,
 def _sigmoid_cross_entropy(logits, labels, mask, *, reduction):
   cdtype = v.compute_dtype(logits.dtype)
   loss = _sigmoid_ce(logits.astype(cdtype), labels.astype(cdtype), mask)
-  if reduction == "none":
-    return loss
-  total = jnp.sum(loss)
-  if reduction == "sum":
-    return total
-  norm = jnp.asarray(loss.size if mask is None else jnp.sum(mask), cdtype)
-  return jnp.where(norm > 0, total / jnp.where(norm > 0, norm, 1), 0)
+  return reduce_losses(loss, reduction, mask=mask)

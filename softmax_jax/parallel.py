@@ -56,6 +56,7 @@ from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
 from softmax_jax import train
+from softmax_jax.losses import reduce_losses
 from softmax_jax.model import Params
 from softmax_jax.softmax import log_softmax
 from softmax_jax.softmax import softmax
@@ -686,13 +687,7 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
                    out_specs=rows)(x, W, b, labels)[:n]
   if mask is not None:
     loss = jnp.where(mask, loss, 0)
-  if reduction == "none":
-    return loss
-  total = jnp.sum(loss)
-  if reduction == "sum":
-    return total
-  norm = jnp.asarray(n if mask is None else jnp.sum(mask), total.dtype)
-  return jnp.where(norm > 0, total / jnp.where(norm > 0, norm, 1), 0)
+  return reduce_losses(loss, reduction, mask=mask)
 
 
 def class_parallel_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike, labels: ArrayLike, *,
