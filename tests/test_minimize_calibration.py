@@ -1,0 +1,83 @@
+"""Tests for softmax_jax.minimize (the generic optax loop) and softmax_jax.calibration."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import softmax_jax as sj
+from softmax_jax import calibration
+from softmax_jax import minimize
+
+
+def _quadratic(params, x, y):
+  return jnp.mean((x @ params - y) ** 2)
+
+
+def test_minimize_full_batch_reaches_least_squares():
+  x = jax.random.normal(jax.random.key(0), (50, 3))
+  w = jnp.array([1.0, -2.0, 0.5])
+  params, hist = minimize.minimize(_quadratic, jnp.zeros(3), x, x @ w, optimizer=optax.sgd(0.1),
+                                   num_steps=300)
+  np.testing.assert_allclose(params, w, atol=1e-4)
+  assert hist["loss"].shape == hist["grad_norm"].shape == (300,)
+  assert hist["loss"][-1] < 1e-8 < hist["loss"][0]
+
+
+def test_minimize_minibatches_train_softmax_regression():
+  data = sj.data.load("digits")
+  def loss_fn(params, x, y):
+    return sj.train.objective(params, sj.train.Batch(x, y, jnp.ones(y.shape, bool)))
+  params0 = sj.init_params(jax.random.key(0), 64, 10)
+  params, hist = minimize.minimize(loss_fn, params0, data.x_train, data.y_train,
+                                   optimizer=optax.sgd(0.5), num_steps=400, batch_size=64,
+                                   key=jax.random.key(1))
+  assert sj.train.evaluate(params, data.x_test, data.y_test)["accuracy"] > 0.9
+  assert float(hist["loss"][-50:].mean()) < float(hist["loss"][:5].mean())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_steps": -1}, "num_steps"),
+    ({"num_steps": 2, "batch_size": 0}, r"batch_size must be an int in \[1, 4\].*0"),
+    ({"num_steps": 2, "batch_size": 5}, "batch_size"),
+    ({"num_steps": 2, "batch_size": 2}, "PRNG key"),
+])
+def test_minimize_bad_input(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    minimize.minimize(_quadratic, jnp.zeros(3), jnp.ones((4, 3)), jnp.ones(4),
+                      optimizer=optax.sgd(0.1), **kwargs)
+  with pytest.raises(ValueError, match=r"\(4, 3\).*\(5,\)"):
+    minimize.minimize(_quadratic, jnp.zeros(3), jnp.ones((4, 3)), jnp.ones(5),
+                      optimizer=optax.sgd(0.1), num_steps=1)
+
+
+def test_ece_hand_computed():
+  # two bins: [0, .5) and [.5, 1]. Confidences .9 (right), .8 (wrong) -> bin 1: acc .5, conf .85;
+  # .4 (right; the max of [.4, .3, .3]) -> bin 0: acc 1, conf .4.
+  probs = jnp.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.4, 0.3, 0.3]])
+  labels = jnp.array([0, 0, 0])
+  bins = calibration.reliability_bins(probs, labels, num_bins=2)
+  np.testing.assert_allclose(bins["count"], [1, 2])
+  np.testing.assert_allclose(bins["accuracy"], [1.0, 0.5])
+  np.testing.assert_allclose(bins["confidence"], [0.4, 0.85])
+  ece = calibration.expected_calibration_error(probs, labels, num_bins=2)
+  np.testing.assert_allclose(ece, (1 * 0.6 + 2 * 0.35) / 3, rtol=1e-6)
+
+
+def test_ece_matches_train_evaluate():
+  data = sj.data.load("digits")
+  state, _ = sj.train.fit(data, epochs=3, batch_size=64, learning_rate=0.1, check_grad_every=0)
+  probs = sj.predict_proba(state.params, data.x_test)
+  ece = calibration.expected_calibration_error(probs, data.y_test)
+  np.testing.assert_allclose(ece, sj.train.evaluate(state.params, data.x_test, data.y_test)["ece"],
+                             rtol=1e-5, atol=1e-7)
+
+
+def test_calibration_bad_input():
+  with pytest.raises(ValueError, match="num_bins.*0"):
+    calibration.expected_calibration_error(jnp.ones((2, 2)) / 2, jnp.zeros(2, int), num_bins=0)
+  with pytest.raises(ValueError, match=r"\(2, 2\).*\(3,\)"):
+    calibration.reliability_bins(jnp.ones((2, 2)) / 2, jnp.zeros(3, int))
+  with pytest.raises(TypeError, match="float32"):
+    calibration.reliability_bins(jnp.ones((2, 2)) / 2, jnp.zeros(2))
