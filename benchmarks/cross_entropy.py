@@ -28,6 +28,8 @@ from absl import logging
 import softmax_jax as sj
 from benchmarks.timing import REPEATS
 from benchmarks.timing import median_seconds
+from benchmarks.timing import torch_device
+from benchmarks.timing import torch_synchronized
 
 _SHAPES = flags.DEFINE_list("shapes", ["4096x10", "4096x1000", "1024x32768", "256x131072"],
                             "n x q shapes.")
@@ -65,8 +67,9 @@ def _torch_time(logits: np.ndarray, labels: np.ndarray, repeats: int) -> float |
     import torch
   except ImportError:
     return None
-  o = torch.tensor(logits, requires_grad=True)
-  y = torch.tensor(labels.astype(np.int64))
+  device = torch_device(torch)
+  o = torch.tensor(logits, requires_grad=True, device=device)
+  y = torch.tensor(labels.astype(np.int64), device=device)
 
   def step():
     o.grad = None
@@ -74,7 +77,7 @@ def _torch_time(logits: np.ndarray, labels: np.ndarray, repeats: int) -> float |
     loss.backward()
     return loss
 
-  return median_seconds(step, repeats)
+  return median_seconds(torch_synchronized(torch, device, step), repeats)
 
 
 def main(argv):

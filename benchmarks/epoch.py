@@ -31,6 +31,8 @@ from absl import logging
 import softmax_jax as sj
 from benchmarks.timing import REPEATS
 from benchmarks.timing import median_seconds
+from benchmarks.timing import torch_device
+from benchmarks.timing import torch_synchronized
 from softmax_jax import train
 
 _N = flags.DEFINE_integer("examples", 60000, "Training examples.")
@@ -88,10 +90,12 @@ def main(argv):
   try:
     import torch
 
-    xt, yt = torch.tensor(x_np), torch.tensor(y_np.astype(np.int64))
-    model = torch.nn.Linear(d, q)
+    device = torch_device(torch)
+    xt = torch.tensor(x_np, device=device)
+    yt = torch.tensor(y_np.astype(np.int64), device=device)
+    model = torch.nn.Linear(d, q).to(device)
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
-    perm = torch.randperm(n)
+    perm = torch.randperm(n, device=device)
 
     def torch_epoch():
       for i in range(0, n, bs):
@@ -100,7 +104,7 @@ def main(argv):
         torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
         sgd.step()
 
-    torch_s = median_seconds(torch_epoch, reps)
+    torch_s = median_seconds(torch_synchronized(torch, device, torch_epoch), reps)
   except ImportError:
     pass
   if torch_s is not None:

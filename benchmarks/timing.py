@@ -30,3 +30,23 @@ def median_seconds(call: Callable[..., Any], repeats: int,
     jax.block_until_ready(call(*args))
     times.append(time.perf_counter() - t0)
   return float(np.median(times))
+
+
+def torch_device(torch: Any) -> str:
+  """``"cuda"`` when JAX runs on a GPU and PyTorch sees one too, else ``"cpu"``: the anchors run
+  on the same kind of device as JAX."""
+  on_gpu = jax.devices()[0].platform == "gpu"
+  return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
+
+
+def torch_synchronized(torch: Any, device: str, call: Callable[[], Any]) -> Callable[[], Any]:
+  """``call`` followed by ``torch.cuda.synchronize()`` on a GPU, so that its time is complete."""
+  if device != "cuda":
+    return call
+
+  def synced():
+    out = call()
+    torch.cuda.synchronize()
+    return out
+
+  return synced
