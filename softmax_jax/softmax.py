@@ -129,13 +129,29 @@ def _prepare(x: ArrayLike, axis: Any, where: Any, name: str = "x"):
   return x, axis, v.broadcast_mask(where, x.shape)
 
 
-@functools.partial(jax.jit, static_argnames=("row_fn", "axis", "keep_axis"))
-def _apply_rows(x, mask, temperature, *, row_fn, axis, keep_axis):
+def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array) -> jax.Array:
+  """``(x − max x)/T`` along the last axis, the same distribution as ``x/T``, with ties exact.
+
+  Dividing first lets XLA round ``x/T`` differently in the max and in the exponent (a division
+  here, a multiplication by 1/T there), so tied maxima got 0.49998 and 0.50002 at T = 1e-3. The
+  shifted maxima are exactly 0 before the division. Where ``x − max`` overflows (entries near
+  ±3e38) the unshifted ``x/T − max/T`` is used, and a non-finite max is not shifted by.
+  """
+  m = jnp.max(x if mask is None else jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
+  m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+  d = x - m
+  return jnp.where(jnp.isfinite(d) | ~jnp.isfinite(x), d / temperature,
+                   x / temperature - m / temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("row_fn", "axis", "keep_axis", "scaled"))
+def _apply_rows(x, mask, temperature, *, row_fn, axis, keep_axis, scaled=True):
   dtype = x.dtype
-  x = x.astype(v.compute_dtype(dtype)) / temperature
-  x = jnp.moveaxis(x, axis, -1)
+  x = jnp.moveaxis(x.astype(v.compute_dtype(dtype)), axis, -1)
   if mask is not None:
     mask = jnp.moveaxis(mask, axis, -1)
+  if scaled:
+    x = _divide_shifted(x, mask, temperature)
   out = vmap_rows(row_fn, x.ndim - 1, (0, None if mask is None else 0))(x, mask)
   if keep_axis:
     out = jnp.moveaxis(out, -1, axis)
@@ -165,7 +181,8 @@ def logsumexp(x: ArrayLike, axis: int = -1, *, where: ArrayLike | None = None) -
     Zhang et al., Dive into Deep Learning, §4.1.2 and §4.5 (the LogSumExp trick).
   """
   x, axis, mask = _prepare(x, axis, where)
-  return _apply_rows(x, mask, 1.0, row_fn=logsumexp_row, axis=axis, keep_axis=False)
+  return _apply_rows(x, mask, 1.0, row_fn=logsumexp_row, axis=axis, keep_axis=False,
+                     scaled=False)
 
 
 def softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
@@ -195,7 +212,8 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
   """
   x, axis, mask = _prepare(x, axis, where)
   temperature = v.check_temperature(temperature)
-  return _apply_rows(x, mask, temperature, row_fn=softmax_row, axis=axis, keep_axis=True)
+  return _apply_rows(x, mask, temperature, row_fn=softmax_row, axis=axis, keep_axis=True,
+                     scaled=not (isinstance(temperature, float) and temperature == 1.0))
 
 
 def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
@@ -218,7 +236,8 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
   """
   x, axis, mask = _prepare(x, axis, where)
   temperature = v.check_temperature(temperature)
-  return _apply_rows(x, mask, temperature, row_fn=log_softmax_row, axis=axis, keep_axis=True)
+  return _apply_rows(x, mask, temperature, row_fn=log_softmax_row, axis=axis, keep_axis=True,
+                     scaled=not (isinstance(temperature, float) and temperature == 1.0))
 
 
 def softmax_hessian(logits: ArrayLike, *, where: ArrayLike | None = None) -> jax.Array:

@@ -220,6 +220,14 @@ def test_temperature_limits_and_gradient():
   np.testing.assert_allclose(sj.softmax(x, temperature=1e-3), [0, 1, 0], atol=1e-12)
   np.testing.assert_allclose(sj.softmax(x, temperature=1e6), [1 / 3] * 3, rtol=1e-5)
   np.testing.assert_allclose(sj.softmax(x, temperature=2.0), sj.softmax(x / 2.0), rtol=1e-6)
+  # Tied maxima stay exactly tied at a small T (o − max is divided, not o then shifted), and
+  # the shift is exact where o − max overflows.
+  ties = sj.softmax(jnp.array([3.0, 3.0, 1.0, 0.0, -2.0]), temperature=1e-3)
+  np.testing.assert_array_equal(ties, [0.5, 0.5, 0, 0, 0])
+  np.testing.assert_array_equal(sj.log_softmax(jnp.array([2.0, 2.0]), temperature=1e-30),
+                                [-np.log(np.float32(2))] * 2)
+  np.testing.assert_allclose(sj.softmax(jnp.array([-3e38, 3e38, 1.0]), temperature=3e38),
+                             np.exp([-2, 0, -1]) / np.exp([-2, 0, -1]).sum(), rtol=1e-5)
   # Temperature as a traced scalar, differentiable (calibration fits T by gradient).
   t = jnp.float32(2.0)
   g = jax.grad(lambda t: sj.log_softmax(x, temperature=t)[1])(t)
