@@ -3,7 +3,8 @@ r"""A generic optax minimiser for the research experiments' models (probit, MLP,
 ``softmax_jax.train`` is the softmax-regression loop with its gradient check, checkpoints and
 exact epochs. The experiments compare other models and losses, so they need the plainest loop
 that works for any differentiable ``loss_fn(params, x, y) -> scalar``: one ``lax.scan`` over
-``num_steps`` optax updates, full-batch or on minibatches drawn with ``fold_in(key, step)``,
+``num_steps`` optax updates, full-batch or on minibatches drawn with ``fold_in(key, step)``
+(with replacement),
 recording the loss and the gradient's global norm at every step.
 """
 
@@ -42,7 +43,8 @@ def _run(params, x, y, key, *, loss_fn, optimizer, num_steps, batch_size):
     if batch_size is None:
       xb, yb = x, y
     else:
-      idx = jax.random.choice(jax.random.fold_in(key, t), n, (batch_size,), replace=False)
+      # With replacement: O(batch) per step (a permutation of all n rows cost more than the step).
+      idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
       xb, yb = x[idx], y[idx]
     loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -63,8 +65,8 @@ def minimize(loss_fn: Callable[[Any, jax.Array, jax.Array], jax.Array], params: 
 
   .. math:: \theta_{t+1} = \theta_t + \mathrm{update}(\nabla_\theta L(\theta_t; X_t, Y_t))
 
-  where ``(X_t, Y_t)`` is the whole set (``batch_size=None``) or ``batch_size`` rows drawn without
-  replacement with ``jax.random.fold_in(key, t)``.
+  where ``(X_t, Y_t)`` is the whole set (``batch_size=None``) or ``batch_size`` rows drawn uniformly
+  with replacement with ``jax.random.fold_in(key, t)`` (SGD's sampling; O(batch) per step).
 
   Args:
     loss_fn: a pure, differentiable ``(params, x_BxD, y_B...) -> scalar``; hashable (a module
