@@ -21,26 +21,27 @@ Command:
   python -m experiments.compressed --workdir=/tmp/compressed
 
 Expected (about 70 s on 2 slow shared CPU cores, 3 s of it compiling each layer; 1,000 adam steps
-of 128 examples, lr 0.01; digits 1,438/359 examples, fashion_synthetic 6,000/1,000)::
+of 128 examples, lr 0.01; digits 1,438/359 examples, fashion_synthetic 6,000/1,000; ``train s``
+is the compiled training program's wall time)::
 
-  | data    | layer             | d×q    | params | /dense | FLOPs/dense | µs/step | train | test  |
-  | ------- | ----------------- | ------ | ------ | ------ | ----------- | ------- | ----- | ----- |
-  | digits  | dense             | 64×10  | 650    | 1      | 1           | 100     | 0.990 | 0.955 |
-  | digits  | low_rank (rank=1) | 64×10  | 84     | 0.13   | 0.12        | 42      | 0.437 | 0.421 |
-  | digits  | low_rank (rank=2) | 64×10  | 158    | 0.24   | 0.24        | 98      | 0.728 | 0.708 |
-  | digits  | low_rank (rank=4) | 64×10  | 306    | 0.47   | 0.47        | 77      | 0.954 | 0.900 |
-  | digits  | phm (n=2)         | 64×10  | 338    | 0.52   | 1.06        | 124     | 0.942 | 0.886 |
-  | digits  | phm (n=4)         | 64×12  | 268    | 0.41   | 1.50        | 122     | 0.985 | 0.928 |
-  | digits  | phm (n=5)         | 65×10  | 265    | 0.41   | 1.40        | 123     | 0.980 | 0.939 |
-  | digits  | fastfood          | 64×10  | 148    | 0.23   | 0.71        | 349     | 0.928 | 0.880 |
-  | fashion | dense             | 784×10 | 7850   | 1      | 1           | 363     | 0.964 | 0.840 |
-  | fashion | low_rank (rank=1) | 784×10 | 804    | 0.10   | 0.10        | 195     | 0.261 | 0.230 |
-  | fashion | low_rank (rank=2) | 784×10 | 1598   | 0.20   | 0.20        | 320     | 0.436 | 0.434 |
-  | fashion | low_rank (rank=4) | 784×10 | 3186   | 0.41   | 0.41        | 292     | 0.723 | 0.674 |
-  | fashion | phm (n=2)         | 784×10 | 3938   | 0.50   | 1.01        | 653     | 0.896 | 0.796 |
-  | fashion | phm (n=4)         | 784×12 | 2428   | 0.31   | 1.22        | 574     | 0.885 | 0.789 |
-  | fashion | phm (n=5)         | 785×10 | 1705   | 0.22   | 1.03        | 506     | 0.891 | 0.804 |
-  | fashion | fastfood          | 784×10 | 2068   | 0.26   | 1.44        | 10366   | 0.885 | 0.844 |
+  | data    | layer             | d×q    | params | /dense | FLOPs/dense | train s | test  |
+  | ------- | ----------------- | ------ | ------ | ------ | ----------- | ------- | ----- |
+  | digits  | dense             | 64×10  | 650    | 1.00   | 1.00        | 0.17    | 0.953 |
+  | digits  | low_rank (rank=1) | 64×10  | 84     | 0.13   | 0.12        | 0.05    | 0.421 |
+  | digits  | low_rank (rank=2) | 64×10  | 158    | 0.24   | 0.24        | 0.08    | 0.694 |
+  | digits  | low_rank (rank=4) | 64×10  | 306    | 0.47   | 0.47        | 0.08    | 0.914 |
+  | digits  | phm (n=2)         | 64×10  | 338    | 0.52   | 1.06        | 0.12    | 0.897 |
+  | digits  | phm (n=4)         | 64×12  | 268    | 0.41   | 1.50        | 0.12    | 0.925 |
+  | digits  | phm (n=5)         | 65×10  | 265    | 0.41   | 1.40        | 0.14    | 0.928 |
+  | digits  | fastfood          | 64×10  | 148    | 0.23   | 0.71        | 0.37    | 0.883 |
+  | fashion | dense             | 784×10 | 7850   | 1.00   | 1.00        | 0.36    | 0.853 |
+  | fashion | low_rank (rank=1) | 784×10 | 804    | 0.10   | 0.10        | 0.19    | 0.197 |
+  | fashion | low_rank (rank=2) | 784×10 | 1598   | 0.20   | 0.20        | 0.29    | 0.418 |
+  | fashion | low_rank (rank=4) | 784×10 | 3186   | 0.41   | 0.41        | 0.29    | 0.674 |
+  | fashion | phm (n=2)         | 784×10 | 3938   | 0.50   | 1.01        | 0.62    | 0.812 |
+  | fashion | phm (n=4)         | 784×12 | 2428   | 0.31   | 1.22        | 0.48    | 0.805 |
+  | fashion | phm (n=5)         | 785×10 | 1705   | 0.22   | 1.03        | 0.66    | 0.805 |
+  | fashion | fastfood          | 784×10 | 2068   | 0.26   | 1.44        | 9.35    | 0.843 |
 
   At d = q = 4096 (formulas): low_rank r=64 has 3.1% of dense's parameters and FLOPs, phm n=16
   6.3% of the parameters but 106% of the FLOPs, fastfood 0.098% of the parameters and 0.34% of
@@ -48,15 +49,14 @@ of 128 examples, lr 0.01; digits 1,438/359 examples, fashion_synthetic 6,000/1,0
 
 Read: every parameter count matches its formula. Compression costs accuracy, and how much
 depends on the layer more than on the count: Fastfood, with a quarter of the parameters, loses
-7.5 points on digits but none on the synthetic set (0.844 against 0.840: dense overfits 6,000
-examples in 784 dimensions, and Fastfood's structure regularises), and PHM keeps 93–98% of
+7 points on digits but 1 on the synthetic set (0.843 against 0.853), and PHM keeps 94–97% of
 dense's accuracy with 22–52% of its parameters; low rank is the worst trade here: telling 10
-well-spread classes apart needs weights of rank up to 9, and rank 4 keeps 94% (digits) and 80%
+well-spread classes apart needs weights of rank up to 9, and rank 4 keeps 96% (digits) and 79%
 (synthetic) of dense's accuracy. The savings the text names are in
 storage, not always in arithmetic: PHM does as many FLOPs as dense (``dq + n²·min(d, q)``
 multiply-adds), and Fastfood's ``O(d log d)`` beats ``dq`` only when ``q`` is well above
 ``log₂ d`` (at q = 10 it is 1.44× dense). Measured time agrees with neither count: Fastfood's
-FWHT, ten memory-bound butterfly passes, takes 29× dense's step time on CPU, where a 784×10
+FWHT, ten memory-bound butterfly passes, takes 26× dense's training time on CPU, where a 784×10
 matmul is almost free, which is the text's closing point that efficient execution, not the
 FLOP count, decides. (Timings vary ±30% on a shared machine; accuracies are deterministic for a
 seed on one platform.)
