@@ -70,6 +70,8 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax._precision import dot
+from softmax_jax._precision import einsum
 from softmax_jax.model import Params as DenseParams
 
 # --- validation and shared pieces ----------------------------------------------------------------
@@ -127,14 +129,14 @@ def _shape_error(layer: str, expected: str, got: dict[str, tuple[int, ...]]) -> 
   return ValueError(f"{layer} params must hold {expected}; got {shapes}.")
 
 
-def _pow2_exponent(x: jax.Array, axis: int = -1) -> jax.Array:
+def pow2_exponent(x: jax.Array, axis: int = -1) -> jax.Array:
   """``t >= 0`` with ``max|x|/2^t ∈ [1, 2)`` when ``max|x| > 1``, else ``t = 0`` (int, keepdims)."""
   m = lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
   _, e = jnp.frexp(m)  # m = f·2^e with f ∈ [0.5, 1)
   return jnp.where(m > 1, e - 1, 0)
 
 
-def _times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:
+def times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:
   """``x·2^t``, exactly (barring overflow or underflow), for ``|t| <= 128``.
 
   ``2^t`` is applied as two factors ``2^a·2^b`` (``a = t//2``) so that neither is subnormal: XLA
@@ -163,8 +165,8 @@ def _layer_apply(linear: Callable[[Any, jax.Array], jax.Array]):
   """
 
   def one(params, x_D):
-    t = _pow2_exponent(x_D)[0]
-    return _times_pow2(linear(params, _times_pow2(x_D, -t)), t) + params.b
+    t = pow2_exponent(x_D)[0]
+    return times_pow2(linear(params, times_pow2(x_D, -t)), t) + params.b
 
   return jax.jit(lambda params, x: _batched(one, params, x))
 
@@ -233,7 +235,7 @@ def dense_logits(params: DenseParams, x: ArrayLike) -> jax.Array:
   return _dense_apply(params, _check_x(x, d, "dense"))
 
 
-_dense_apply = _layer_apply(lambda p, x_D: x_D @ p.W)
+_dense_apply = _layer_apply(lambda p, x_D: dot(x_D, p.W))
 
 
 def dense_num_params(d: int, q: int) -> int:
@@ -330,7 +332,7 @@ def low_rank_logits(params: LowRankParams, x: ArrayLike) -> jax.Array:
   return _low_rank_apply(params, _check_x(x, d, "low_rank"))
 
 
-_low_rank_apply = _layer_apply(lambda p, x_D: (x_D @ p.U) @ p.V)
+_low_rank_apply = _layer_apply(lambda p, x_D: dot(dot(x_D, p.U), p.V))
 
 
 def low_rank_num_params(d: int, q: int, *, rank: int) -> int:
@@ -420,11 +422,11 @@ def _phm_one(params: PHMParams, x_D: jax.Array) -> jax.Array:
   n, dn, qn = S.shape
   X = x_D.reshape(n, dn)
   if qn <= dn:
-    Z = jnp.einsum("ap,ips->ias", X, S)  # Xᵢ Sᵢ: n · n(d/n)(q/n) = dq
-    O = jnp.einsum("iac,ias->cs", A, Z)  # Σᵢ Aᵢᵀ (X Sᵢ): n · n·n·(q/n) = n²q
+    Z = einsum("ap,ips->ias", X, S)  # Xᵢ Sᵢ: n · n(d/n)(q/n) = dq
+    O = einsum("iac,ias->cs", A, Z)  # Σᵢ Aᵢᵀ (X Sᵢ): n · n·n·(q/n) = n²q
   else:
-    T = jnp.einsum("iac,ap->icp", A, X)  # Aᵢᵀ X: n · n·n·(d/n) = n²d
-    O = jnp.einsum("icp,ips->cs", T, S)  # Σᵢ (Aᵢᵀ X) Sᵢ: dq
+    T = einsum("iac,ap->icp", A, X)  # Aᵢᵀ X: n · n·n·(d/n) = n²d
+    O = einsum("icp,ips->cs", T, S)  # Σᵢ (Aᵢᵀ X) Sᵢ: dq
   return O.reshape(n * qn)
 
 
@@ -533,8 +535,8 @@ def fwht(x: ArrayLike) -> jax.Array:
 
 @jax.jit
 def _fwht_guarded(x: jax.Array) -> jax.Array:
-  t = _pow2_exponent(x)
-  return _times_pow2(_fwht_raw(_times_pow2(x, -t)), t)
+  t = pow2_exponent(x)
+  return times_pow2(_fwht_raw(times_pow2(x, -t)), t)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -630,8 +632,8 @@ def _fastfood_rows(params: FastfoodParams, x: jax.Array) -> jax.Array:
   d, q = params.d, params.b.shape[0]
   k, dp = params.G.shape
   lead = x.shape[:-1]
-  t = _pow2_exponent(x)
-  x = _times_pow2(x, -t)
+  t = pow2_exponent(x)
+  x = times_pow2(x, -t)
   # Πⱼ as one gather along the flattened k·d' axis: a compile-time constant index.
   flat = (np.asarray(params.perm, np.int32) + dp * np.arange(k, dtype=np.int32)[:, None]).ravel()
   def lead_axes(a):  # explicit broadcasting over the leading axes
@@ -643,7 +645,7 @@ def _fastfood_rows(params: FastfoodParams, x: jax.Array) -> jax.Array:
   z = _fwht_raw(z * lead_axes(params.G))  # H G Π H B x
   # Keep the first q of the k·d' outputs; 1/d' makes both H's orthonormal (H H = d' I).
   o = z.reshape(*lead, k * dp)[..., :q] * lead_axes(params.S / dp)
-  return _times_pow2(o, t) + lead_axes(params.b)
+  return times_pow2(o, t) + lead_axes(params.b)
 
 
 def fastfood_logits(params: FastfoodParams, x: ArrayLike) -> jax.Array:

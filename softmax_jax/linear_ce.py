@@ -68,6 +68,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax._precision import dot
 from softmax_jax.losses import reduce_losses
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -107,7 +108,7 @@ def _block_logits(cfg, k, x_NxD, W_DxQ, b_Q):
   cdtype = x_NxD.dtype
   start = jnp.minimum(k * cfg.chunk, cfg.num_classes - cfg.chunk)
   W_DxK = lax.dynamic_slice_in_dim(W_DxQ, start, cfg.chunk, axis=1).astype(cdtype)
-  o_NxK = jnp.dot(x_NxD, W_DxK)
+  o_NxK = dot(x_NxD, W_DxK)
   if b_Q is not None:
     b_K = lax.dynamic_slice_in_dim(b_Q, start, cfg.chunk).astype(cdtype)
     o_NxK = o_NxK + b_K[None, :]
@@ -185,9 +186,9 @@ def _forward(cfg, x, W, b, labels, w, mask):
              else lax.dynamic_slice_in_dim(w, start, cfg.chunk).astype(cdtype))
       if valid_K is not None:
         w_K = jnp.where(valid_K, w_K, 0)
-      Ww_D = Ww_D + jnp.dot(W_DxK, w_K)
+      Ww_D = Ww_D + dot(W_DxK, w_K)
       if b is not None:
-        bw = bw + jnp.dot(lax.dynamic_slice_in_dim(b, start, cfg.chunk).astype(cdtype), w_K)
+        bw = bw + dot(lax.dynamic_slice_in_dim(b, start, cfg.chunk).astype(cdtype), w_K)
     return m_N, s_N, oy_N, Ww_D, bw
 
   def soft_body(k, carry):
@@ -213,7 +214,7 @@ def _forward(cfg, x, W, b, labels, w, mask):
     sv_N = (1 - eps) * wy_N
     if eps > 0:
       w_sum = jnp.asarray(q, cdtype) if w is None else jnp.sum(w.astype(cdtype))
-      wo_N = jnp.dot(x_NxD, Ww_D) + bw  # Σ_j w_j o_j
+      wo_N = dot(x_NxD, Ww_D) + bw  # Σ_j w_j o_j
       loss_N = loss_N + eps / q * (w_sum * (m_N + log_s_N) - wo_N)
       sv_N = sv_N + eps / q * w_sum
   else:
@@ -276,8 +277,8 @@ def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
     g_NxK = p_NxK * cs_N[:, None] - v_NxK * c_N[:, None]
 
     def update(dx_NxD):
-      dx_NxD = dx_NxD + jnp.dot(g_NxK, W_DxK.T)
-      return dx_NxD, jnp.dot(xT_DxN, g_NxK)
+      dx_NxD = dx_NxD + dot(g_NxK, W_DxK.T)
+      return dx_NxD, dot(xT_DxN, g_NxK)
 
     if not cfg.filtered:
       dx_NxD, dW_DxK = update(dx_NxD)

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax import layers
+from softmax_jax._precision import dot
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
 """The hidden layer's nonlinearity ``φ``, by name."""
@@ -108,8 +110,13 @@ def _check(params: MLPParams, x: ArrayLike, activation: str) -> tuple[MLPParams,
 
 def _mlp_logits_one(params: MLPParams, x_D: jax.Array, *, activation: str) -> jax.Array:
   """One example: ``o_C = φ(x_D W1_DxH + b1_H) W2_HxC + b2_C``."""
-  h_H = ACTIVATIONS[activation](x_D @ params.W1 + params.b1)
-  return h_H @ params.W2 + params.b2
+  # x·W1 as 2^t·((x·2^-t)·W1): a power-of-two scaling is exact, and it keeps the partial sums of
+  # inputs near ±3e38 from overflowing to inf − inf = NaN (the product may still round to ±inf,
+  # which tanh maps to ±1).
+  t = layers.pow2_exponent(x_D)[0]
+  pre_H = layers.times_pow2(dot(layers.times_pow2(x_D, -t), params.W1), t)
+  h_H = ACTIVATIONS[activation](pre_H + params.b1)
+  return dot(h_H, params.W2) + params.b2
 
 
 def mlp_logits(params: MLPParams, x: ArrayLike, *, activation: str = "relu") -> jax.Array:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax._precision import dot
 from softmax_jax.softmax import softmax
 
 
@@ -85,7 +86,7 @@ def _check(params: Params, x: ArrayLike) -> tuple[Params, jax.Array]:
 
 def _logits_one(params: Params, x_D: jax.Array) -> jax.Array:
   """Logits of a single example: ``o_C = x_D W_DxC + b_C``."""
-  return x_D @ params.W + params.b
+  return dot(x_D, params.W) + params.b
 
 
 def logits(params: Params, x: ArrayLike) -> jax.Array:

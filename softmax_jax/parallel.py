@@ -56,6 +56,7 @@ from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
 from softmax_jax import train
+from softmax_jax._precision import dot
 from softmax_jax.losses import reduce_losses
 from softmax_jax.model import Params
 from softmax_jax.softmax import log_softmax
@@ -352,12 +353,10 @@ def train_epoch_data_parallel(state: train.TrainState, x: ArrayLike, y: ArrayLik
 
 def _batch_sums(params: Params, x, y, mask, num_classes: int, num_bins: int):
   """The sums of :func:`softmax_jax.train.evaluate` over one batch (``mask`` False = padding)."""
-  o = x @ params.W + params.b[None, :]
+  o = dot(x, params.W) + params.b[None, :]
   p = softmax(o)
   confidence = jnp.max(p, -1)
   correct = (jnp.argmax(o, -1) == y) & mask
-  bins = jnp.clip((confidence * num_bins).astype(jnp.int32), 0, num_bins - 1)
-  kept = mask.astype(p.dtype)
   safe_y = jnp.where(mask, y, 0)  # a padded row's label may be anything; it adds 0
   return {
       # −log softmax(o)_y, as cross_entropy computes it (whose value checks shard_map can't host).
@@ -367,9 +366,7 @@ def _batch_sums(params: Params, x, y, mask, num_classes: int, num_bins: int):
       "n_correct": jnp.sum(correct.astype(jnp.int32)),
       "class_correct": jnp.zeros(num_classes, jnp.int32).at[safe_y].add(correct),
       "class_count": jnp.zeros(num_classes, jnp.int32).at[safe_y].add(mask),
-      "bin_count": jnp.zeros(num_bins, p.dtype).at[bins].add(kept),
-      "bin_confidence": jnp.zeros(num_bins, p.dtype).at[bins].add(confidence * kept),
-      "bin_correct": jnp.zeros(num_bins, p.dtype).at[bins].add(correct.astype(p.dtype)),
+      **train.calibration_sums(confidence, correct, mask, num_bins=num_bins),
   }
 
 
@@ -569,7 +566,7 @@ def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels
     valid_C: ``None``, or False for padding columns (when the shards do not divide ``q``).
     need_logit_sum: compute ``logit_sum`` (label smoothing needs it).
   """
-  o_NxC = x_NxD @ W_DxC + b_C[None, :]
+  o_NxC = dot(x_NxD, W_DxC) + b_C[None, :]
   valid_NxC = None if valid_C is None else jnp.broadcast_to(valid_C, o_NxC.shape)
   if valid_NxC is not None:
     o_NxC = jnp.where(valid_NxC, o_NxC, -jnp.inf)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from softmax_jax._precision import dot
 from softmax_jax.losses import cross_entropy
 from softmax_jax.losses import cross_entropy_grad
 from softmax_jax.model import Params
@@ -84,7 +85,7 @@ def closed_form_grad(params: Params, batch: Batch, *, l2: float = 0.0,
   g_BxC = cross_entropy_grad(logits(params, batch.x), batch.y, where=batch.mask,
                              label_smoothing=label_smoothing)
   n = jnp.maximum(jnp.sum(batch.mask), 1).astype(g_BxC.dtype)
-  return Params(W=batch.x.T @ g_BxC / n + l2 * params.W, b=jnp.sum(g_BxC, 0) / n)
+  return Params(W=dot(batch.x.T, g_BxC) / n + l2 * params.W, b=jnp.sum(g_BxC, 0) / n)
 
 
 def _grad_diffs(grads: Params, closed: Params) -> tuple[jax.Array, jax.Array]:
@@ -200,6 +201,23 @@ def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, epoch: jax.Array,
   return jax.lax.scan(body, state, (jnp.arange(num_steps), idx, mask))
 
 
+def calibration_sums(confidence_B: jax.Array, correct_B: jax.Array, mask_B: jax.Array, *,
+                     num_bins: int) -> dict[str, jax.Array]:
+  """Per confidence bin: the number of kept examples, their confidence sum and correct count.
+
+  Written as masked column sums of a ``[B, num_bins]`` one-hot rather than a float scatter-add,
+  whose order of additions, and so whose last bits, vary from run to run on a GPU: evaluation
+  is bit-identical across runs (resume and same-seed reruns compare equal).
+  """
+  dtype = confidence_B.dtype
+  bins = jnp.clip((confidence_B * num_bins).astype(jnp.int32), 0, num_bins - 1)
+  in_bin_BxK = (bins[:, None] == jnp.arange(num_bins)[None, :]) & mask_B[:, None]
+  w_BxK = in_bin_BxK.astype(dtype)
+  return {"bin_count": jnp.sum(w_BxK, 0),
+          "bin_confidence": jnp.sum(w_BxK * confidence_B[:, None], 0),
+          "bin_correct": jnp.sum(w_BxK * correct_B.astype(dtype)[:, None], 0)}
+
+
 @functools.partial(jax.jit, static_argnames=("batch_size", "num_classes", "num_bins"))
 def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, num_classes: int,
                num_bins: int) -> dict[str, jax.Array]:
@@ -211,16 +229,12 @@ def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, n
     confidence = jnp.max(p, -1)
     pred = jnp.argmax(o, -1)
     correct = (pred == batch.y) & batch.mask
-    bins = jnp.clip((confidence * num_bins).astype(jnp.int32), 0, num_bins - 1)
-    kept = batch.mask.astype(p.dtype)
     new = {
         "loss_sum": cross_entropy(o, batch.y, where=batch.mask, reduction="sum"),
         "n_correct": jnp.sum(correct),
         "class_correct": jnp.zeros(num_classes, jnp.int32).at[batch.y].add(correct),
         "class_count": jnp.zeros(num_classes, jnp.int32).at[batch.y].add(batch.mask),
-        "bin_count": jnp.zeros(num_bins, p.dtype).at[bins].add(kept),
-        "bin_confidence": jnp.zeros(num_bins, p.dtype).at[bins].add(confidence * kept),
-        "bin_correct": jnp.zeros(num_bins, p.dtype).at[bins].add(correct.astype(p.dtype)),
+        **calibration_sums(confidence, correct, batch.mask, num_bins=num_bins),
     }
     return jax.tree.map(jnp.add, sums, new), None
 

@@ -6,6 +6,9 @@ import pytest
 
 # Silent rank-promoting broadcasts are bugs: make them fail (as nanodo and equinox do).
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The library multiplies at full float32 precision on every backend (softmax_jax/_precision.py);
+# the tests' own reference products (x @ W in a test) must too, or on a GPU they would be TF32.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 hypothesis.settings.register_profile(
     "ci", max_examples=60, deadline=None, derandomize=True, print_blob=True)
