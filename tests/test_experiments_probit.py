@@ -52,7 +52,9 @@ def test_runs_writes_results_and_refuses_to_overwrite(tmp_path, capsys):
   verdict = results["verdict"]
   assert verdict["num_tasks"] == 2 and isinstance(verdict["claim_worse_supported"], bool)
   assert set(verdict["per_task"]) == {"toy_cat_vs_dog", "toy"}
-  assert verdict["per_task"]["toy"]["ms_per_step_ratio"] > 1  # quadrature vs closed form
+  # Timed, so only recorded (speed is for benchmarks, never for tests: on a GPU both are
+  # launch-bound and the ratio is about 1).
+  assert verdict["per_task"]["toy"]["ms_per_step_ratio"] > 0
   kappa = verdict["per_task"]["toy_cat_vs_dog"]["kappa_ratio_matched_l2"]
   assert 0.5 < kappa < 2 and kappa == pytest.approx(
       binary["probit_l2x2.9"]["optimum"]["condition_number"] /
