@@ -3,6 +3,7 @@
 import hypothesis
 import jax
 import pytest
+from absl.testing import flagsaver
 
 # Silent rank-promoting broadcasts are bugs: make them fail (as nanodo and equinox do).
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -35,3 +36,11 @@ def _no_leaked_x64():
   assert not jax.config.jax_enable_x64, "a test left jax_enable_x64 on"
 
 
+
+
+def run_main(module, capsys, **flag_values) -> str:
+  """Runs an absl script's ``main`` with ``flag_values`` set (and restored after); its stdout."""
+  with flagsaver.flagsaver(**flag_values):
+    module.FLAGS.mark_as_parsed()
+    module.main([module.__name__])
+  return capsys.readouterr().out

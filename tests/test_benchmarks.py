@@ -1,13 +1,8 @@
 """The benchmark scripts run (tiny sizes; no timing is asserted: speed is measured, not tested)."""
 
-from absl.testing import flagsaver
+from tests.conftest import run_main
 
-
-def _run(module, capsys, **flags):
-  with flagsaver.flagsaver(**flags):
-    module.FLAGS.mark_as_parsed()
-    module.main([module.__name__])
-  return capsys.readouterr().out
+_run = run_main
 
 
 def test_cross_entropy_benchmark_runs(capsys):

@@ -9,6 +9,7 @@ from absl.testing import flagsaver
 
 from experiments import compressed
 from softmax_jax import layers
+from tests.conftest import run_main
 
 
 def test_fashion_synthetic_shape_range_and_seed():
@@ -58,10 +59,7 @@ SMALL = {"compressed_steps": 40, "compressed_batch_size": 32, "compressed_learni
 
 
 def _main(capsys, **kwargs):
-  with flagsaver.flagsaver(**{**SMALL, **kwargs}):
-    compressed.FLAGS.mark_as_parsed()
-    compressed.main(["compressed"])
-  return capsys.readouterr().out
+  return run_main(compressed, capsys, **{**SMALL, **kwargs})
 
 
 def test_main_writes_results_and_refuses_to_overwrite(tmp_path, capsys):

@@ -11,6 +11,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from experiments import exercises as ex
+from tests.conftest import run_main
 
 LOG2 = math.log(2)
 
@@ -238,10 +239,7 @@ TINY = {"exercises_mc_samples": 2000, "exercises_max_block": 2, "exercises_seque
 
 
 def _main(capsys, **kwargs):
-  with flagsaver.flagsaver(**TINY, **kwargs):
-    ex.FLAGS.mark_as_parsed()
-    ex.main(["exercises"])
-  return capsys.readouterr().out
+  return run_main(ex, capsys, **TINY, **kwargs)
 
 
 def test_main_writes_results_and_refuses_to_overwrite(tmp_path, capsys):

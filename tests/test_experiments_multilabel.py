@@ -8,15 +8,13 @@ from absl import flags
 from absl.testing import flagsaver
 
 from experiments import multilabel as exp
+from tests.conftest import run_main
 
 _NEVER = [4, 5, 7, 8, 10, 11, 14, 15]  # tag vectors no digit has (5 ≡ 7 and 6 ≡ 8)
 
 
 def _main(capsys, **flag_values):
-  with flagsaver.flagsaver(**flag_values):
-    exp.FLAGS.mark_as_parsed()
-    exp.main(["multilabel"])
-  return capsys.readouterr().out
+  return run_main(exp, capsys, **flag_values)
 
 
 def test_runs_writes_results_and_refuses_to_overwrite(tmp_path, capsys):

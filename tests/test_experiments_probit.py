@@ -11,16 +11,14 @@ from absl.testing import flagsaver
 from sklearn.linear_model import LogisticRegression
 
 from experiments import probit_vs_softmax as exp
+from tests.conftest import run_main
 
 _TINY = {"probit_tasks": ["toy_cat_vs_dog", "toy"], "probit_steps": 60,
          "probit_learning_rates": ["0.5", "4", "1000"]}
 
 
 def _main(capsys, **flag_values):
-  with flagsaver.flagsaver(**flag_values):
-    exp.FLAGS.mark_as_parsed()
-    exp.main(["probit_vs_softmax"])
-  return capsys.readouterr().out
+  return run_main(exp, capsys, **flag_values)
 
 
 def test_runs_writes_results_and_refuses_to_overwrite(tmp_path, capsys):

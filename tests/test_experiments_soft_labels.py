@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags
-from absl.testing import flagsaver
 
 import softmax_jax as sj
 from experiments import soft_labels
+from tests.conftest import run_main
 
 TINY = {"dataset": "toy", "soft_labels_repeats": 2, "soft_labels_steps": 50,
         "soft_labels_epsilons": ["0", "0.2"], "soft_labels_temperatures": ["1", "4"],
@@ -20,10 +20,7 @@ TINY = {"dataset": "toy", "soft_labels_repeats": 2, "soft_labels_steps": 50,
 
 
 def _main(capsys, **overrides):
-  with flagsaver.flagsaver(**{**TINY, **overrides}):
-    soft_labels.FLAGS.mark_as_parsed()
-    soft_labels.main(["soft_labels"])
-  return capsys.readouterr().out
+  return run_main(soft_labels, capsys, **{**TINY, **overrides})
 
 
 def _identity_student(o_NxC):

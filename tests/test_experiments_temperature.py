@@ -10,6 +10,7 @@ from absl.testing import flagsaver
 
 from experiments import temperature as exp_t
 from softmax_jax import data
+from tests.conftest import run_main
 
 
 def test_sweep_flattens_and_entropy_rises():
@@ -52,10 +53,7 @@ def test_calibrate_keeps_accuracy_and_lowers_validation_nll():
 
 
 def _main(capsys, **kwargs):
-  with flagsaver.flagsaver(dataset="toy", temperature_C=["1e3"], **kwargs):
-    exp_t.FLAGS.mark_as_parsed()
-    exp_t.main(["temperature"])
-  return capsys.readouterr().out
+  return run_main(exp_t, capsys, dataset="toy", temperature_C=["1e3"], **kwargs)
 
 
 def test_main_writes_results_and_refuses_to_overwrite(tmp_path, capsys):
