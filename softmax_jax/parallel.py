@@ -57,6 +57,7 @@ from jax.typing import ArrayLike
 from softmax_jax import _validation as v
 from softmax_jax import train
 from softmax_jax._precision import dot
+from softmax_jax.calibration import bin_sums
 from softmax_jax.losses import reduce_losses
 from softmax_jax.model import Params
 from softmax_jax.softmax import log_softmax
@@ -366,7 +367,7 @@ def _batch_sums(params: Params, x, y, mask, num_classes: int, num_bins: int):
       "n_correct": jnp.sum(correct.astype(jnp.int32)),
       "class_correct": jnp.zeros(num_classes, jnp.int32).at[safe_y].add(correct),
       "class_count": jnp.zeros(num_classes, jnp.int32).at[safe_y].add(mask),
-      **train.calibration_sums(confidence, correct, mask, num_bins=num_bins),
+      **bin_sums(confidence, correct, mask, num_bins=num_bins),
   }
 
 

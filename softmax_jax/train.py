@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from softmax_jax._precision import dot
+from softmax_jax.calibration import bin_sums
 from softmax_jax.losses import cross_entropy
 from softmax_jax.losses import cross_entropy_grad
 from softmax_jax.model import Params
@@ -201,23 +202,6 @@ def train_epoch(state: TrainState, x: jax.Array, y: jax.Array, epoch: jax.Array,
   return jax.lax.scan(body, state, (jnp.arange(num_steps), idx, mask))
 
 
-def calibration_sums(confidence_B: jax.Array, correct_B: jax.Array, mask_B: jax.Array, *,
-                     num_bins: int) -> dict[str, jax.Array]:
-  """Per confidence bin: the number of kept examples, their confidence sum and correct count.
-
-  Written as masked column sums of a ``[B, num_bins]`` one-hot rather than a float scatter-add,
-  whose order of additions, and so whose last bits, vary from run to run on a GPU: evaluation
-  is bit-identical across runs (resume and same-seed reruns compare equal).
-  """
-  dtype = confidence_B.dtype
-  bins = jnp.clip((confidence_B * num_bins).astype(jnp.int32), 0, num_bins - 1)
-  in_bin_BxK = (bins[:, None] == jnp.arange(num_bins)[None, :]) & mask_B[:, None]
-  w_BxK = in_bin_BxK.astype(dtype)
-  return {"bin_count": jnp.sum(w_BxK, 0),
-          "bin_confidence": jnp.sum(w_BxK * confidence_B[:, None], 0),
-          "bin_correct": jnp.sum(w_BxK * correct_B.astype(dtype)[:, None], 0)}
-
-
 @functools.partial(jax.jit, static_argnames=("batch_size", "num_classes", "num_bins"))
 def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, num_classes: int,
                num_bins: int) -> dict[str, jax.Array]:
@@ -234,7 +218,7 @@ def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, n
         "n_correct": jnp.sum(correct),
         "class_correct": jnp.zeros(num_classes, jnp.int32).at[batch.y].add(correct),
         "class_count": jnp.zeros(num_classes, jnp.int32).at[batch.y].add(batch.mask),
-        **calibration_sums(confidence, correct, batch.mask, num_bins=num_bins),
+        **bin_sums(confidence, correct, batch.mask, num_bins=num_bins),
     }
     return jax.tree.map(jnp.add, sums, new), None
 
