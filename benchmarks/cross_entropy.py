@@ -7,6 +7,8 @@ Command:
 
 Each entry is the median of ``--repeats`` timed calls of a jitted ``value_and_grad`` of the mean
 cross-entropy with respect to the logits, after a warm-up call; compile time is reported apart.
+The candidates of a row are timed in turn, round by round (`interleaved_median_seconds`), so that
+the machine's slow spells hit them alike.
 Two modes, since they behave differently on a CPU: ``fresh`` passes the same logits every call,
 so every output is a fresh buffer; ``donated`` donates the logits (``donate_argnums``), so XLA may
 write the gradient into their buffer. ``GB/s`` counts the minimal traffic, one read of the logits
@@ -27,6 +29,7 @@ from absl import logging
 
 import softmax_jax as sj
 from benchmarks.timing import REPEATS
+from benchmarks.timing import interleaved_median_seconds
 from benchmarks.timing import median_seconds
 from benchmarks.timing import torch_device
 from benchmarks.timing import torch_synchronized
@@ -53,13 +56,6 @@ def _jax_nn(o, y):
 
 
 CANDIDATES = {"softmax_jax": _ours, "optax": _optax, "jax.nn": _jax_nn}
-
-
-def _time(fn, make_args, repeats: int) -> tuple[float, float]:
-  """(compile seconds, median seconds of a call) for a jitted fn."""
-  t0 = time.perf_counter()
-  compiled = fn.lower(*make_args()).compile()
-  return time.perf_counter() - t0, median_seconds(compiled, repeats, setup=make_args)
 
 
 def _torch_time(logits: np.ndarray, labels: np.ndarray, repeats: int) -> float | None:
@@ -102,13 +98,17 @@ def main(argv):
         donate = (0,) if mode == "donated" else ()
         make = (functools.partial(lambda o, y: (jnp.array(o, copy=True), y), logits, labels)
                 if donate else functools.partial(lambda o, y: (o, y), logits, labels))
-        results = {}
+        compile_s, calls = {}, {}
         for name, loss in CANDIDATES.items():
           fn = jax.jit(jax.value_and_grad(loss), donate_argnums=donate)
-          results[name] = _time(fn, make, REPEATS.value)
-        copy = jax.jit(lambda x: x * 2, donate_argnums=(0,))
-        _, copy_s = _time(copy, functools.partial(lambda o: (jnp.array(o, copy=True),), logits),
-                          REPEATS.value)
+          t0 = time.perf_counter()
+          calls[name] = (fn.lower(*make()).compile(), make)
+          compile_s[name] = time.perf_counter() - t0
+        calls["copy"] = (jax.jit(lambda x: x * 2, donate_argnums=(0,)),
+                         functools.partial(lambda o: (jnp.array(o, copy=True),), logits))
+        medians = interleaved_median_seconds(calls, REPEATS.value)
+        results = {name: (compile_s[name], medians[name]) for name in CANDIDATES}
+        copy_s = medians["copy"]
         torch_s = None
         if mode == "fresh" and dtype_name == "float32":
           torch_s = _torch_time(np.asarray(logits), np.asarray(labels), REPEATS.value)

@@ -32,6 +32,29 @@ def median_seconds(call: Callable[..., Any], repeats: int,
   return float(np.median(times))
 
 
+def interleaved_median_seconds(calls: dict[str, tuple[Callable[..., Any], Callable[[], tuple]]],
+                               repeats: int) -> dict[str, float]:
+  """Median wall time of each ``call(*setup())`` in ``calls``, the candidates run in turn.
+
+  One warm-up run each, then ``repeats`` rounds that time every candidate once, in an order that
+  rotates from round to round: on a shared, noisy machine a slow spell then hits all candidates
+  alike instead of whichever happened to be timed during it.
+  """
+  names = list(calls)
+  for call, setup in calls.values():
+    jax.block_until_ready(call(*setup()))
+  times: dict[str, list[float]] = {name: [] for name in names}
+  for r in range(repeats):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      call, setup = calls[name]
+      args = setup()
+      jax.block_until_ready(args)
+      t0 = time.perf_counter()
+      jax.block_until_ready(call(*args))
+      times[name].append(time.perf_counter() - t0)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def torch_device(torch: Any) -> str:
   """``"cuda"`` when JAX runs on a GPU and PyTorch sees one too, else ``"cpu"``: the anchors run
   on the same kind of device as JAX."""

@@ -9,12 +9,17 @@ The per-example loss is written for one example and ``vmap``-ped over the batch.
 is a ``custom_jvp`` whose tangent is the closed form ``softmax(o) − y``: reverse mode transposes
 it, so ``jax.grad`` evaluates exactly ``(softmax(o) − y) · ct`` and never differentiates through
 ``exp`` or ``log``. Forward mode, ``jax.hessian`` and any higher order work as well (a
-``custom_vjp`` would rule them out); the second derivative is ``diag(p) − ppᵀ``.
+``custom_vjp`` would rule them out); the second derivative is ``diag(p) − ppᵀ``. The
+``"mean"``/``"sum"`` of class ids, what training differentiates, has its own batch-level rule of
+the same closed form, with the reduction folded in: it writes the gradient in one pass and, with
+donated logits, into their buffer (the fastest cross-entropy here; see BENCHMARKS.md). Tests
+hold it equal to the per-example rule.
 
 Numerics: logits are shifted by their row max; ``0 · log 0 = 0`` (a class with zero target mass
 contributes nothing even if its logit is ``-inf``); float16/bfloat16 accumulate in float32 and
 the loss is float32. A loss whose exact value exceeds the float range (the label's logit
-``−3e38`` while another is ``+3e38``) rounds to ``+inf``, as IEEE arithmetic does; it is never NaN.
+``−3e38`` while another is ``+3e38``) rounds to ``+inf``, as IEEE arithmetic does; it is never NaN
+for non-NaN input. NaN logits give a NaN loss, as in optax and PyTorch, unless masked out.
 """
 
 from __future__ import annotations
@@ -78,11 +83,23 @@ class _Row(NamedTuple):
     return self.z_C - self.log_s
 
 
+def _shift(m):
+  """The row shift and whether the row's max is +inf: the max, but 0 where it is ±inf.
+
+  A row of −inf stays −inf (its ``Σ exp`` is 0). A NaN max stays NaN, so that NaN logits give a
+  NaN loss, as in optax and PyTorch."""
+  return jnp.where(jnp.isinf(m), 0, m), m == jnp.inf
+
+
+def _shifted(o, shift, plus_inf):
+  """``o − max``; in a row whose max is +inf, 0 for the +inf entries and −inf for the rest."""
+  return jnp.where(plus_inf, jnp.where(o == jnp.inf, 0.0, -jnp.inf), o - shift)
+
+
 def _row_stats(o_C):
   """Shifted logits ``z``, ``e = exp(z)``, ``s = Σ e`` and ``log s``, with softmax.py's limits."""
-  m = jax.lax.stop_gradient(jnp.max(o_C))
-  finite = jnp.isfinite(m)
-  z_C = jnp.where(finite, o_C - jnp.where(finite, m, 0), jnp.where(o_C == jnp.inf, 0.0, -jnp.inf))
+  shift, plus_inf = _shift(jax.lax.stop_gradient(jnp.max(o_C)))
+  z_C = _shifted(o_C, shift, plus_inf)
   e_C = jnp.exp(z_C)
   s = jnp.sum(e_C)
   pos = s > 0
@@ -193,6 +210,150 @@ def _soft_grad_row(eps, o_C, t_C, w_C, m):
 
 
 # ----------------------------------------------------------------------------------------------
+# The reduced loss of class ids ("mean"/"sum"): one batch-level rule, the fast path.
+#
+# Training differentiates a scalar, so the cotangent reaching the loss is one number, and
+# `jax.grad` seeds it with the constant 1. The rule below therefore forms the gradient of the
+# *reduced* loss, G = r_n·(Σv_n·softmax(o_n) − v_n) with r_n = 1/norm ("mean") or 1 ("sum"),
+# while differentiating, and its tangent is Σ G·do: the transpose is ct·G, which XLA folds to G
+# when ct is the constant 1, so the gradient is written once, by one fusion. The per-example rule
+# above has to scale each row by its own cotangent afterwards, and the "mean" around it adds
+# bookkeeping of its own. Two details make the most of it on a CPU (measured in BENCHMARKS.md):
+# * With donated logits XLA copied them first (128 MiB at 1024 × 32768), because the gather of
+#   the label logits was not ordered before the gradient's write into their buffer; the row max
+#   is taken as max(max_c o_c, o_y), the same number, which orders the two.
+# * Row vectors that enter the gradient's write end in a division, which XLA does not recompute
+#   per entry, unlike cheap selects and compares.
+# The values are those of the per-example kernels; tests compare the two, limits included.
+# ----------------------------------------------------------------------------------------------
+
+# Rows longer than this are summed as k rows of C/k: XLA:CPU's row sum ran 7× slower on rows of
+# 131072 floats than on rows of 32768 (jax 0.10.2; see BENCHMARKS.md).
+_MAX_REDUCED_ROW = 32768
+
+
+def _row_reduce(reduce, x_NC):
+  """``reduce(x, axis=1)``, long rows reduced in pieces of at most 32768 entries."""
+  n, c = x_NC.shape
+  k = 1
+  if c > _MAX_REDUCED_ROW:
+    k = next((k for k in range(2, c) if c % k == 0 and c // k <= _MAX_REDUCED_ROW), 1)
+  return reduce(reduce(x_NC.reshape(n * k, c // k), axis=1).reshape(n, k), axis=1)
+
+
+class _Batch(NamedTuple):
+  """A batch of class ids: its reduced loss and the row vectors of its gradient.
+
+  The gradient of the reduced loss is ``G = e·scale − smooth·w − label·onehot(y)``, masked, with
+  ``e = exp(_shifted(o))``. The row vectors it reads are each the result of a division, which
+  XLA does not recompute per entry; cheaper row arithmetic fused into the gradient's write was
+  recomputed for every logit there and made it 2.8× slower.
+  """
+
+  loss: jax.Array  # the reduced loss
+  e_NC: jax.Array  # exp(_shifted(o))
+  shift_N: jax.Array  # `_shift` of the row max
+  plus_inf_N: jax.Array
+  log_s_N: jax.Array
+  y_N: jax.Array  # in-range ids (0 where out of range)
+  ls_y_N: jax.Array  # log-softmax at the label
+  scale_N: jax.Array  # r·Σv/s
+  label_N: jax.Array  # r·(1−ε)·w_y
+  smooth_N: jax.Array  # r·ε/C
+  keep_N: jax.Array  # 1 for a kept example, 0 for a masked one (or if nothing is kept), NaN
+  # for an out-of-range id
+  norm: jax.Array  # the "mean" normaliser (1 for "sum")
+
+
+def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
+  n, num_classes = o_NC.shape
+  in_range = (y_N >= 0) & (y_N < num_classes)
+  y_N = jnp.where(in_range, y_N, 0)
+  o_y = jnp.take_along_axis(o_NC, y_N[:, None], axis=1)[:, 0]
+  # max(m, o_y) is m (o_y is in the row), but it makes the gradient's write depend on the gather
+  # of o_y, so that XLA overwrites donated logits in place instead of copying them first.
+  m = jax.lax.stop_gradient(jnp.maximum(_row_reduce(jnp.max, o_NC), o_y))
+  shift, plus_inf = _shift(m)
+  e_NC = jnp.exp(_shifted(o_NC, shift[:, None], plus_inf[:, None]))
+  s = _row_reduce(jnp.sum, e_NC)
+  s = jnp.where(s > 0, s, 1)  # a row of −inf: s = 1, log s = 0
+  log_s = jnp.log(s)
+  ls_y = _shifted(o_y, shift, plus_inf) - log_s
+  w_y = jnp.ones((), o_NC.dtype) if w_C is None else w_C[y_N]
+  loss = -(1 - eps) * _times(w_y, ls_y)
+  total = (1 - eps) * w_y  # Σv, the mass of the weighted target
+  if eps > 0:
+    if w_C is None:
+      # Σ_c ls_c = Σ_c (o_c − shift) − C·log s; in a row whose max is +inf it is −inf unless
+      # every entry is +inf (then s = C and each ls_c = −log C).
+      sum_z = _row_reduce(jnp.sum, o_NC - shift[:, None])
+      sum_ls = jnp.where(plus_inf, jnp.where(s == num_classes, 0, -jnp.inf), sum_z)
+      sum_ls = sum_ls - num_classes * log_s
+      total = total + eps
+    else:
+      ls = _shifted(o_NC, shift[:, None], plus_inf[:, None]) - log_s[:, None]
+      sum_ls = jnp.sum(_times(w_C[None, :], ls), axis=1)
+      total = total + eps / num_classes * jnp.sum(w_C)
+    loss = loss - eps / num_classes * sum_ls
+  # An out-of-range id that is not masked (possible only under a plain jit, where values cannot
+  # be checked) gives NaN, never a clamped index.
+  nan_if_bad = jnp.where(in_range if m_N is None else in_range | ~m_N, 0, jnp.nan)
+  loss = loss + nan_if_bad
+  kept = in_range if m_N is None else in_range & m_N
+  if m_N is not None:
+    loss = jnp.where(m_N, loss, 0)
+  if not mean:
+    norm = jnp.ones((), o_NC.dtype)
+  elif w_C is not None:
+    norm = jnp.sum(w_y if m_N is None else jnp.where(m_N, w_y, 0))
+  else:
+    norm = jnp.asarray(n if m_N is None else jnp.sum(m_N), o_NC.dtype)
+  has = norm > 0
+  norm = jnp.where(has, norm, 1)
+  reduced = jnp.where(has, jnp.sum(loss) / norm, 0)
+  # Each coefficient is keep·x/norm: x/norm for a kept example, 0 for a masked one (or when
+  # nothing is kept), NaN for an out-of-range id.
+  keep = jnp.where(has & kept, 1, 0).astype(o_NC.dtype) + nan_if_bad
+  return _Batch(reduced, e_NC, shift, plus_inf, log_s, y_N, ls_y, keep * total / (norm * s),
+                keep * ((1 - eps) * w_y) / norm, keep * (eps / num_classes) / norm, keep, norm)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _reduced_hard_loss(eps, mean, o_NC, y_N, w_C, m_N):
+  return _batch(eps, mean, o_NC, y_N, w_C, m_N).loss
+
+
+def _reduced_hard_loss_jvp(eps, mean, primals, tangents):
+  o_NC, y_N, w_C, m_N = primals
+  do_NC, _, dw_C, _ = tangents
+  b = _batch(eps, mean, o_NC, y_N, w_C, m_N)
+  out = jnp.zeros_like(b.loss)
+  if not _is_zero(do_NC):
+    g_NC = b.e_NC * b.scale_N[:, None]
+    if eps > 0:
+      g_NC = g_NC - b.smooth_N[:, None] * (1 if w_C is None else w_C[None, :])
+    if m_N is not None:  # a masked row is 0 even where its logits are NaN
+      g_NC = jnp.where(m_N[:, None], g_NC, 0)
+    g_NC = g_NC.at[jnp.arange(o_NC.shape[0]), b.y_N].add(-b.label_N)
+    out = jnp.sum(g_NC * do_NC)
+  if w_C is not None and not _is_zero(dw_C):
+    # L = T/norm: dL = (dT − L·dnorm)/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.
+    r = b.keep_N
+    dt = -(1 - eps) * jnp.sum(r * b.ls_y_N * dw_C[b.y_N])
+    if eps > 0:
+      ls = _shifted(o_NC, b.shift_N[:, None], b.plus_inf_N[:, None]) - b.log_s_N[:, None]
+      dt = dt - eps / o_NC.shape[1] * jnp.sum(r[:, None] * ls * dw_C[None, :])
+    if mean:
+      dnorm = jnp.sum(jnp.where(r != 0, 1, 0) * dw_C[b.y_N])
+      dt = (dt - b.loss * dnorm) / b.norm
+    out = out + dt
+  return b.loss, out
+
+
+_reduced_hard_loss.defjvp(_reduced_hard_loss_jvp, symbolic_zeros=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # Validation and batching
 # ----------------------------------------------------------------------------------------------
 
@@ -261,6 +422,14 @@ def reduce_losses(loss: jax.Array, reduction: str, *, mask: jax.Array | None = N
 
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
 def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, reduction):
+  if hard and reduction != "none":
+    cdtype = v.compute_dtype(logits.dtype)
+    o = jnp.moveaxis(logits.astype(cdtype), axis, -1)
+    num_classes = o.shape[-1]
+    return _reduced_hard_loss(
+        eps, reduction == "mean", o.reshape(-1, num_classes), v.widen_ids(labels).reshape(-1),
+        None if class_weights is None else class_weights.astype(cdtype),
+        None if mask is None else mask.reshape(-1))
   row = _hard_loss_row if hard else _soft_loss_row
   loss = _per_example(row, eps, logits, labels, hard, axis, class_weights, mask)
   return reduce_losses(loss, reduction, mask=mask, labels=labels if hard else None,

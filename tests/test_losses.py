@@ -191,6 +191,68 @@ def test_per_example_vmap_equals_batched_reference_and_eager():
   np.testing.assert_allclose(one, out, rtol=1e-6)
 
 
+EXTREME_ROWS = np.array([
+    [1e4, -1e4, 0.0, 5.0, 1e4],  # tied maxima far from 0
+    [3e38, -3e38, 0.0, 1.0, 2.0],  # near the float range
+    [-INF, 1.0, 2.0, -INF, 0.5],  # −inf classes
+    [-INF, -INF, -INF, -INF, -INF],  # nothing possible: loss +inf, finite gradient
+    [INF, 0.0, INF, -INF, 3.0],  # +inf entries share the mass
+    [INF, np.finfo(np.float32).max, 0.0, 1.0, 2.0],  # the float maximum is not +inf
+], np.float32)
+
+
+@pytest.mark.parametrize("combo", [c for c in COMBOS if not c[0] and c[3] != "none"],
+                         ids=lambda c: f"{'w' if c[1] is not None else 'now'}-"
+                                       f"{'mask' if c[2] is not None else 'nomask'}-{c[3]}-eps{c[4]}")
+@pytest.mark.parametrize("extreme", [False, True])
+def test_reduced_batch_rule_equals_the_per_example_rule(combo, extreme):
+  """"mean"/"sum" of class ids take one batch-level rule (the fast path); "none" takes the
+  per-example kernels. The two must agree on values and gradients, limits included."""
+  _, w, m, red, eps = combo
+  logits, labels = _problem(n=6)
+  if extreme:
+    logits = jnp.asarray(EXTREME_ROWS)
+    labels = jnp.array([0, 1, 4, 2, 0, 1])
+  kw = dict(class_weights=w, where=m, label_smoothing=eps)
+  per = sj.cross_entropy(logits, labels, **kw)
+  keep = np.ones(6, bool) if m is None else m
+  norm = 1.0
+  if red == "mean":
+    norm = (np.asarray(w)[labels] * keep).sum() if w is not None else keep.sum()
+  f = jax.jit(lambda o: sj.cross_entropy(o, labels, reduction=red, **kw))
+  np.testing.assert_allclose(f(logits), per.sum() / norm, rtol=1e-6)
+  g = jax.grad(f)(logits)
+  g_per = jax.grad(lambda o: sj.cross_entropy(o, labels, **kw).sum() / norm)(logits)
+  np.testing.assert_allclose(g, g_per, rtol=1e-6, atol=1e-7)
+  if not extreme:
+    np.testing.assert_allclose(g, ref_grad(logits, labels, weight=w, mask=m, eps=eps) / norm,
+                               rtol=1e-5, atol=1e-7)
+  else:
+    np.testing.assert_array_equal(np.isfinite(g), True)
+
+
+def test_reduced_loss_of_nan_logits_is_nan_and_masked_nan_is_ignored():
+  logits = jnp.array([[1.0, 2.0, 3.0], [jnp.nan, 0.0, 1.0]])
+  labels = jnp.array([2, 1])
+  for red in ("none", "mean", "sum"):
+    assert np.isnan(np.asarray(sj.cross_entropy(logits, labels, reduction=red))).any()
+  f = lambda o: sj.cross_entropy(o, labels, where=jnp.array([True, False]), reduction="mean")  # noqa: E731
+  np.testing.assert_allclose(f(logits), -ref_log_softmax([1.0, 2.0, 3.0])[2], rtol=1e-6)
+  np.testing.assert_array_equal(jax.grad(f)(logits)[1], [0.0, 0.0, 0.0])
+
+
+def test_reduced_loss_folds_the_unit_cotangent_and_overwrites_donated_logits():
+  """jax.grad's cotangent 1 reaches the batch rule as a constant that XLA folds: the gradient is
+  written once, and with donated logits it is written into their buffer (no copy of them)."""
+  logits, labels = _problem(n=64, c=40)
+  vg = jax.jit(jax.value_and_grad(lambda o, y: sj.cross_entropy(o, y, reduction="mean")),
+               donate_argnums=0)
+  hlo = vg.lower(logits, labels).compile().as_text()
+  assert " copy(" not in hlo
+  loss, g = vg(jnp.array(logits, copy=True), labels)
+  np.testing.assert_allclose(g, ref_grad(logits, labels) / 64, rtol=1e-5, atol=1e-7)
+
+
 def test_all_masked_mean_is_zero_with_zero_gradient():
   logits, labels = _problem()
   mask = np.zeros(6, bool)
