@@ -33,6 +33,7 @@ from benchmarks.timing import REPEATS
 from benchmarks.timing import median_seconds
 from benchmarks.timing import torch_device
 from benchmarks.timing import torch_synchronized
+from softmax_jax import _precision
 from softmax_jax import train
 
 _N = flags.DEFINE_integer("examples", 60000, "Training examples.")
@@ -75,8 +76,9 @@ def main(argv):
 
   W = jnp.zeros((d, q))
   G = jnp.ones((n, q)) / n
-  fwd = jax.jit(lambda x, W: x @ W)
-  bwd = jax.jit(lambda x, G: x.T @ G)
+  # At the library's precision (full float32 products; see softmax_jax/_precision.py).
+  fwd = jax.jit(lambda x, W: _precision.dot(x, W))
+  bwd = jax.jit(lambda x, G: _precision.dot(x.T, G))
 
   def two_passes():
     jax.block_until_ready(fwd(x, W))
@@ -119,7 +121,7 @@ def main(argv):
 
   params = sj.init_params(jax.random.PRNGKey(0), d, q)
   vmapped = jax.jit(sj.logits)
-  batched = jax.jit(lambda p, x: x @ p.W + p.b[None, :])
+  batched = jax.jit(lambda p, x: _precision.dot(x, p.W) + p.b[None, :])
   np.testing.assert_allclose(vmapped(params, x[:512]), batched(params, x[:512]), rtol=1e-5,
                              atol=1e-6)
   tv = median_seconds(lambda: jax.block_until_ready(vmapped(params, x)), reps)

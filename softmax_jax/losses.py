@@ -269,7 +269,8 @@ def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
   n, num_classes = o_NC.shape
   in_range = (y_N >= 0) & (y_N < num_classes)
   y_N = jnp.where(in_range, y_N, 0)
-  o_y = jnp.take_along_axis(o_NC, y_N[:, None], axis=1)[:, 0]
+  # Gathered and scattered per row (vmap), so that a batch sharded over devices stays sharded.
+  o_y = jax.vmap(lambda o_C, y: o_C[y])(o_NC, y_N)
   # max(m, o_y) is m (o_y is in the row), but it makes the gradient's write depend on the gather
   # of o_y, so that XLA overwrites donated logits in place instead of copying them first.
   m = jax.lax.stop_gradient(jnp.maximum(_row_reduce(jnp.max, o_NC), o_y))
@@ -334,7 +335,7 @@ def _reduced_hard_loss_jvp(eps, mean, primals, tangents):
       g_NC = g_NC - b.smooth_N[:, None] * (1 if w_C is None else w_C[None, :])
     if m_N is not None:  # a masked row is 0 even where its logits are NaN
       g_NC = jnp.where(m_N[:, None], g_NC, 0)
-    g_NC = g_NC.at[jnp.arange(o_NC.shape[0]), b.y_N].add(-b.label_N)
+    g_NC = jax.vmap(lambda g_C, y, v: g_C.at[y].add(v))(g_NC, b.y_N, -b.label_N)
     out = jnp.sum(g_NC * do_NC)
   if w_C is not None and not _is_zero(dw_C):
     # L = T/norm: dL = (dT − L·dnorm)/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.

@@ -248,7 +248,8 @@ def test_reduced_loss_folds_the_unit_cotangent_and_overwrites_donated_logits():
   vg = jax.jit(jax.value_and_grad(lambda o, y: sj.cross_entropy(o, y, reduction="mean")),
                donate_argnums=0)
   hlo = vg.lower(logits, labels).compile().as_text()
-  assert " copy(" not in hlo
+  full_size_copies = [line for line in hlo.splitlines() if "= f32[64,40]" in line and " copy(" in line]
+  assert not full_size_copies
   loss, g = vg(jnp.array(logits, copy=True), labels)
   np.testing.assert_allclose(g, ref_grad(logits, labels) / 64, rtol=1e-5, atol=1e-7)
 
