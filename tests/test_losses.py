@@ -628,3 +628,21 @@ def test_law_loss_nonnegative_and_minimised_by_the_label(num_classes, seed):
   q = jax.nn.softmax(logits[::-1])
   assert np.all(np.asarray(sj.cross_entropy(logits, p)) <=
                 np.asarray(sj.cross_entropy(jnp.log(q), p)) + 1e-5)
+
+
+def test_traced_calls_stage_no_checks_outside_checked():
+  """Under plain jit the value checks emit nothing: a staged check would give the caller's jaxpr
+  an error effect, and a jitted function with an effect leaves JAX's C++ dispatch fast path."""
+  logits, labels = _problem()
+  probs = jax.nn.softmax(logits)
+  calls = [lambda o, y, p: sj.cross_entropy(o, y, reduction="mean"),
+           lambda o, y, p: sj.cross_entropy(o, p, label_smoothing=0.1),
+           lambda o, y, p: sj.softmax(o, temperature=jnp.sum(p)),
+           lambda o, y, p: sj.one_hot(y, 5),
+           lambda o, y, p: sj.info.entropy(p)]
+  for call in calls:
+    assert not jax.make_jaxpr(call)(logits, labels, probs).effects
+  # Inside sj.checked the same checks are staged and fire.
+  err, _ = jax.jit(sj.checked(calls[0]))(logits, labels.at[0].set(7), probs)
+  with pytest.raises(Exception, match="labels must be class ids"):
+    err.throw()
