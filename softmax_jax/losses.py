@@ -256,6 +256,7 @@ class _Batch(NamedTuple):
   plus_inf_N: jax.Array
   log_s_N: jax.Array
   y_N: jax.Array  # in-range ids (0 where out of range)
+  z_y_N: jax.Array  # `_shifted` logit of the label
   ls_y_N: jax.Array  # log-softmax at the label
   scale_N: jax.Array  # r·Σv/s
   label_N: jax.Array  # r·(1−ε)·w_y
@@ -266,21 +267,26 @@ class _Batch(NamedTuple):
 
 
 def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
+  """``o_NC`` in its own dtype: float16/bfloat16 are widened inside each fusion that reads them,
+  never written out widened (that conversion was a pass of its own)."""
   n, num_classes = o_NC.shape
+  cdtype = v.compute_dtype(o_NC.dtype)
   in_range = (y_N >= 0) & (y_N < num_classes)
   y_N = jnp.where(in_range, y_N, 0)
-  # Gathered and scattered per row (vmap), so that a batch sharded over devices stays sharded.
-  o_y = jax.vmap(lambda o_C, y: o_C[y])(o_NC, y_N)
+  # Gathered per row (vmap), so that a batch sharded over devices stays sharded.
+  o_y = jax.vmap(lambda o_C, y: o_C[y])(o_NC, y_N).astype(cdtype)
   # max(m, o_y) is m (o_y is in the row), but it makes the gradient's write depend on the gather
   # of o_y, so that XLA overwrites donated logits in place instead of copying them first.
-  m = jax.lax.stop_gradient(jnp.maximum(_row_reduce(jnp.max, o_NC), o_y))
+  m = jax.lax.stop_gradient(jnp.maximum(_row_reduce(jnp.max, o_NC).astype(cdtype), o_y))
   shift, plus_inf = _shift(m)
+  o_NC = o_NC.astype(cdtype)
   e_NC = jnp.exp(_shifted(o_NC, shift[:, None], plus_inf[:, None]))
   s = _row_reduce(jnp.sum, e_NC)
   s = jnp.where(s > 0, s, 1)  # a row of −inf: s = 1, log s = 0
   log_s = jnp.log(s)
-  ls_y = _shifted(o_y, shift, plus_inf) - log_s
-  w_y = jnp.ones((), o_NC.dtype) if w_C is None else w_C[y_N]
+  z_y = _shifted(o_y, shift, plus_inf)
+  ls_y = z_y - log_s
+  w_y = jnp.ones((), cdtype) if w_C is None else w_C[y_N]
   loss = -(1 - eps) * _times(w_y, ls_y)
   total = (1 - eps) * w_y  # Σv, the mass of the weighted target
   if eps > 0:
@@ -304,18 +310,18 @@ def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
   if m_N is not None:
     loss = jnp.where(m_N, loss, 0)
   if not mean:
-    norm = jnp.ones((), o_NC.dtype)
+    norm = jnp.ones((), cdtype)
   elif w_C is not None:
     norm = jnp.sum(w_y if m_N is None else jnp.where(m_N, w_y, 0))
   else:
-    norm = jnp.asarray(n if m_N is None else jnp.sum(m_N), o_NC.dtype)
+    norm = jnp.asarray(n if m_N is None else jnp.sum(m_N), cdtype)
   has = norm > 0
   norm = jnp.where(has, norm, 1)
   reduced = jnp.where(has, jnp.sum(loss) / norm, 0)
   # Each coefficient is keep·x/norm: x/norm for a kept example, 0 for a masked one (or when
   # nothing is kept), NaN for an out-of-range id.
-  keep = jnp.where(has & kept, 1, 0).astype(o_NC.dtype) + nan_if_bad
-  return _Batch(reduced, e_NC, shift, plus_inf, log_s, y_N, ls_y, keep * total / (norm * s),
+  keep = jnp.where(has & kept, 1, 0).astype(cdtype) + nan_if_bad
+  return _Batch(reduced, e_NC, shift, plus_inf, log_s, y_N, z_y, ls_y, keep * total / (norm * s),
                 keep * ((1 - eps) * w_y) / norm, keep * (eps / num_classes) / norm, keep, norm)
 
 
@@ -330,19 +336,29 @@ def _reduced_hard_loss_jvp(eps, mean, primals, tangents):
   b = _batch(eps, mean, o_NC, y_N, w_C, m_N)
   out = jnp.zeros_like(b.loss)
   if not _is_zero(do_NC):
+    # The gradient is written once, in the logits' dtype; the label's entry, e_y·scale − v_y,
+    # is computed per row in the compute dtype and selected into it.
     g_NC = b.e_NC * b.scale_N[:, None]
+    g_y = jnp.exp(b.z_y_N) * b.scale_N - b.label_N
     if eps > 0:
       g_NC = g_NC - b.smooth_N[:, None] * (1 if w_C is None else w_C[None, :])
+      g_y = g_y - b.smooth_N * (1 if w_C is None else w_C[b.y_N])
     if m_N is not None:  # a masked row is 0 even where its logits are NaN
       g_NC = jnp.where(m_N[:, None], g_NC, 0)
-    g_NC = jax.vmap(lambda g_C, y, v: g_C.at[y].add(v))(g_NC, b.y_N, -b.label_N)
-    out = jnp.sum(g_NC * do_NC)
+      g_y = jnp.where(m_N, g_y, 0)
+    # A select, not a scatter: XLA:CPU scatters 16-bit floats through float32 copies of the
+    # whole gradient, and a select keeps it one elementwise pass on every backend and sharding.
+    at_y = jnp.arange(o_NC.shape[1])[None, :] == b.y_N[:, None]
+    g_NC = jnp.where(at_y, g_y[:, None], g_NC).astype(o_NC.dtype)
+    # The product in the logits' dtype, so that reverse mode's ct·G stays in it (and folds).
+    out = jnp.sum((g_NC * do_NC).astype(b.loss.dtype))
   if w_C is not None and not _is_zero(dw_C):
     # L = T/norm: dL = (dT − L·dnorm)/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.
     r = b.keep_N
     dt = -(1 - eps) * jnp.sum(r * b.ls_y_N * dw_C[b.y_N])
     if eps > 0:
-      ls = _shifted(o_NC, b.shift_N[:, None], b.plus_inf_N[:, None]) - b.log_s_N[:, None]
+      ls = (_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
+            - b.log_s_N[:, None])
       dt = dt - eps / o_NC.shape[1] * jnp.sum(r[:, None] * ls * dw_C[None, :])
     if mean:
       dnorm = jnp.sum(jnp.where(r != 0, 1, 0) * dw_C[b.y_N])
@@ -425,7 +441,7 @@ def reduce_losses(loss: jax.Array, reduction: str, *, mask: jax.Array | None = N
 def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, reduction):
   if hard and reduction != "none":
     cdtype = v.compute_dtype(logits.dtype)
-    o = jnp.moveaxis(logits.astype(cdtype), axis, -1)
+    o = jnp.moveaxis(logits, axis, -1)
     num_classes = o.shape[-1]
     return _reduced_hard_loss(
         eps, reduction == "mean", o.reshape(-1, num_classes), v.widen_ids(labels).reshape(-1),
