@@ -67,7 +67,7 @@ def main(argv):
   epoch_key = jax.random.PRNGKey(1)
 
   def python_loop():  # the same shuffle per epoch, then one dispatch per minibatch
-    batches = shuffle(x, y, bs, jax.random.permutation(epoch_key, n))
+    batches = shuffle(x, y, bs, train.shuffle(epoch_key, n))
     s = state[0]
     for i in range(batches.y.shape[0]):
       s, _ = step(s, jax.tree.map(lambda a, i=i: a[i], batches))

@@ -279,7 +279,7 @@ def _train_epoch_dp(state, x, y, epoch, *, mesh, axis, batch_size, optimizer, l2
                     label_smoothing, check_grad_every, loss_fn, progress):
   # The single-device epoch (softmax_jax.train.train_epoch), with one line more: the batches
   # are split over the data axis. Same permutation, same batches, same masked means.
-  perm = jax.random.permutation(jax.random.fold_in(state.key, epoch), x.shape[0])
+  perm = train.shuffle(jax.random.fold_in(state.key, epoch), x.shape[0])
   batches = _pad_batch_axis(train.make_batches(x, y, batch_size, perm), mesh.shape[axis])
   batches = jax.lax.with_sharding_constraint(batches, NamedSharding(mesh, P(None, axis)))
   num_steps = batches.y.shape[0]

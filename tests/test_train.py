@@ -84,7 +84,7 @@ def test_epoch_scan_equals_python_loop_of_steps():
   opt = optax.sgd(0.5)
   state = train.create_train_state(jax.random.PRNGKey(3), 4, 3, opt)
   xs, ys = jnp.asarray(x), jnp.asarray(y)
-  perm = jax.random.permutation(jax.random.fold_in(state.key, 0), 30)
+  perm = train.shuffle(jax.random.fold_in(state.key, 0), 30)
   batches = train.make_batches(xs, ys, 8, perm)
   looped = state
   for i in range(batches.x.shape[0]):
@@ -153,3 +153,33 @@ def test_experiment_smoke(tmp_path):
     assert key in rec
   assert rec["epoch"] == 2 and 0 < rec["test_accuracy"] <= 1
   assert rec["grad_check_max_rel_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 17, 255, 256, 257, 4097, 60000])
+def test_shuffle_is_a_permutation_fixed_by_its_key(n):
+  p = np.asarray(train.shuffle(jax.random.PRNGKey(n), n))
+  assert p.dtype == np.int32
+  np.testing.assert_array_equal(np.sort(p), np.arange(n))
+  np.testing.assert_array_equal(p, np.asarray(jax.jit(train.shuffle, static_argnums=1)(
+      jax.random.PRNGKey(n), n)))
+  if n >= 5:
+    assert not np.array_equal(p, np.asarray(train.shuffle(jax.random.PRNGKey(n + 1), n)))
+
+
+def test_shuffle_looks_uniform():
+  """Over 400 keys: ~1 fixed point per permutation (as for a uniform one), each pair of indices
+  in either order about half the time, and where index 0 lands spread over all positions."""
+  n, keys = 200, 400
+  ps = np.stack([np.asarray(train.shuffle(jax.random.PRNGKey(k), n)) for k in range(keys)])
+  fixed = (ps == np.arange(n)).sum(1).mean()
+  assert 0.8 < fixed < 1.2, fixed
+  before = (ps[:, :100] < ps[:, 100:]).mean()  # is i sent before i + 100?
+  assert abs(before - 0.5) < 0.02, before
+  counts = np.bincount(ps[:, 0] // 20, minlength=10)  # expected 40 per decile
+  assert counts.min() > 20 and counts.max() < 62, counts
+
+
+def test_shuffle_rejects_bad_sizes():
+  for n in (0, -3, 2**31):
+    with pytest.raises(ValueError, match=r"n must be in \[1, 2\^31\)"):
+      train.shuffle(jax.random.PRNGKey(0), n)
