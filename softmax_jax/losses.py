@@ -241,17 +241,32 @@ def _row_reduce(reduce, x_NC):
   return reduce(reduce(x_NC.reshape(n * k, c // k), axis=1).reshape(n, k), axis=1)
 
 
+def _exp_shifted(o_NC, m_N):
+  """``exp(_shifted(o))`` for a batch with row maxima ``m``, without a compare or select.
+
+  ``exp(min(a·o, float max) − shift)`` with, per row, ``shift = m`` clipped to the finite range
+  and ``a = 1``, except ``a = ½`` where ``m = +inf``: for a finite or NaN ``m`` the argument is
+  exactly ``o − m``; a row of −inf stays −inf (its ``Σ exp`` is 0); in a row whose max is +inf
+  the +inf entries give ``exp(0) = 1`` and every other entry, even the float maximum,
+  ``exp(≤ −max/2) = 0``. `_shifted`'s selects, per entry, made this pass 1.2× slower on a CPU
+  (0.37 against 0.30 ms for the whole value_and_grad at 4096 × 10).
+  """
+  big = jnp.finfo(o_NC.dtype).max
+  a_N = 1 - 0.5 * jnp.clip(m_N - big, 0, 1)  # ½ where m = +inf, else 1
+  return jnp.exp(jnp.minimum(o_NC * a_N[:, None], big) - jnp.clip(m_N, -big, big)[:, None])
+
+
 class _Batch(NamedTuple):
   """A batch of class ids: its reduced loss and the row vectors of its gradient.
 
   The gradient of the reduced loss is ``G = e·scale − smooth·w − label·onehot(y)``, masked, with
-  ``e = exp(_shifted(o))``. The row vectors it reads are each the result of a division, which
-  XLA does not recompute per entry; cheaper row arithmetic fused into the gradient's write was
-  recomputed for every logit there and made it 2.8× slower.
+  ``e = exp(_shifted(o))`` (`_exp_shifted`). The row vectors it reads are each the result of a
+  division, which XLA does not recompute per entry; cheaper row arithmetic fused into the
+  gradient's write was recomputed for every logit there and made it 2.8× slower.
   """
 
   loss: jax.Array  # the reduced loss
-  e_NC: jax.Array  # exp(_shifted(o))
+  e_NC: jax.Array  # exp(_shifted(o)), from `_exp_shifted`
   shift_N: jax.Array  # `_shift` of the row max
   plus_inf_N: jax.Array
   log_s_N: jax.Array
@@ -280,7 +295,7 @@ def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
   m = jax.lax.stop_gradient(jnp.maximum(_row_reduce(jnp.max, o_NC).astype(cdtype), o_y))
   shift, plus_inf = _shift(m)
   o_NC = o_NC.astype(cdtype)
-  e_NC = jnp.exp(_shifted(o_NC, shift[:, None], plus_inf[:, None]))
+  e_NC = _exp_shifted(o_NC, m)
   s = _row_reduce(jnp.sum, e_NC)
   s = jnp.where(s > 0, s, 1)  # a row of −inf: s = 1, log s = 0
   log_s = jnp.log(s)
