@@ -75,9 +75,10 @@ def checked(fn: Callable[..., Any], *, errors=checkify.user_checks) -> Callable[
 
   Eager calls of softmax_jax functions raise ``ValueError`` on bad values (a label out of range,
   soft labels that are not probabilities, a temperature that is not positive). Under ``jit`` the
-  values are not known when the function is traced, so the checks are staged out with
-  :mod:`jax.experimental.checkify` and do nothing unless the function is checkified. This wrapper
-  checkifies ``fn``; it returns ``(error, result)`` as ``checkify.checkify`` does::
+  values are not known when the function is traced; inside this wrapper the checks are staged out
+  with :mod:`jax.experimental.checkify` (elsewhere they are skipped, so that plain ``jit`` keeps
+  JAX's fast dispatch). This wrapper checkifies ``fn``; it returns ``(error, result)`` as
+  ``checkify.checkify`` does::
 
     err, loss = jax.jit(sj.checked(sj.cross_entropy))(logits, labels)
     err.throw()  # raises JaxRuntimeError (a ValueError) naming the first bad label
