@@ -324,12 +324,10 @@ def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
   kept = in_range if m_N is None else in_range & m_N
   if m_N is not None:
     loss = jnp.where(m_N, loss, 0)
-  if not mean:
-    norm = jnp.ones((), cdtype)
-  elif w_C is not None:
-    norm = jnp.sum(w_y if m_N is None else jnp.where(m_N, w_y, 0))
+  if mean:
+    norm = _mean_norm(n, None if w_C is None else w_y, m_N, cdtype)
   else:
-    norm = jnp.asarray(n if m_N is None else jnp.sum(m_N), cdtype)
+    norm = jnp.ones((), cdtype)
   has = norm > 0
   norm = jnp.where(has, norm, 1)
   reduced = jnp.where(has, jnp.sum(loss) / norm, 0)
@@ -443,13 +441,20 @@ def reduce_losses(loss: jax.Array, reduction: str, *, mask: jax.Array | None = N
   total = jnp.sum(loss)
   if reduction == "sum":
     return total
+  w_y = None
   if labels is not None and class_weights is not None:
     safe = jnp.clip(v.widen_ids(labels), 0, class_weights.shape[0] - 1)  # range is checked
-    kept = class_weights.astype(loss.dtype)[safe]
-    norm = jnp.sum(kept if mask is None else jnp.where(mask, kept, 0))
-  else:
-    norm = jnp.asarray(loss.size if mask is None else jnp.sum(mask), loss.dtype)
+    w_y = class_weights.astype(loss.dtype)[safe]
+  norm = _mean_norm(loss.size, w_y, mask, loss.dtype)
   return jnp.where(norm > 0, total / jnp.where(norm > 0, norm, 1), 0)
+
+
+def _mean_norm(count: int, w_y: jax.Array | None, mask: jax.Array | None, dtype) -> jax.Array:
+  """PyTorch's ``"mean"`` normaliser: ``Σ w_y`` over the kept examples (their number without
+  weights); shared by `reduce_losses` and the batch rule of class ids."""
+  if w_y is not None:
+    return jnp.sum(w_y if mask is None else jnp.where(mask, w_y, 0))
+  return jnp.asarray(count if mask is None else jnp.sum(mask), dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
