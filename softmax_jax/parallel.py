@@ -785,7 +785,7 @@ def class_parallel_objective(params: Params, batch: train.Batch, *, l2: float = 
                                       class_axis=class_axis, batch_axis=batch_axis,
                                       label_smoothing=label_smoothing, where=batch.mask,
                                       reduction="mean", shard_stats=shard_stats)
-  return loss + 0.5 * l2 * jnp.sum(jnp.square(params.W))
+  return train.add_l2(loss, params.W, l2=l2)
 
 
 def shard_classes(params: Params, mesh: Mesh, *, class_axis: str = CLASSES) -> Params:

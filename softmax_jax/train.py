@@ -17,6 +17,7 @@ masked out with ``where``, so its gradient is the mean over its real examples (P
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any
 from typing import NamedTuple
 
@@ -73,7 +74,14 @@ def objective(params: Params, batch: Batch, *, l2: float = 0.0,
   """Mean cross-entropy over the batch's real examples, plus ``l2/2 · ‖W‖²``."""
   loss = cross_entropy(logits(params, batch.x), batch.y, where=batch.mask, reduction="mean",
                        label_smoothing=label_smoothing)
-  return loss + 0.5 * l2 * jnp.sum(jnp.square(params.W))
+  return add_l2(loss, params.W, l2=l2)
+
+
+def add_l2(loss: jax.Array, W: jax.Array, *, l2: float) -> jax.Array:
+  """``loss + l2/2 · ‖W‖²``; a Python ``l2 = 0`` returns ``loss`` without a pass over ``W``."""
+  if isinstance(l2, numbers.Real) and l2 == 0:
+    return loss
+  return loss + 0.5 * l2 * jnp.sum(jnp.square(W))
 
 
 def closed_form_grad(params: Params, batch: Batch, *, l2: float = 0.0,

@@ -181,6 +181,62 @@ class TestLogits:
     np.testing.assert_array_equal(jp.b, np.eye(3))
     np.testing.assert_array_equal(jp.W, np.einsum("i,jk->jik", np.asarray(x), np.eye(3)))
 
+  def test_batch_jacobians_closed_form(self):
+    # A batch goes through its own derivative rule: do_nj/dx_ni = W_ij, do_nj/dW_ij' = x_ni·[j = j'].
+    x = jnp.asarray(_batch(5, (2, 4)))
+    jp = jax.jit(jax.jacrev(sj.logits))(_PARAMS, x)
+    np.testing.assert_array_equal(jp.b, np.broadcast_to(np.eye(3), (2, 3, 3)))
+    np.testing.assert_array_equal(jp.W, np.einsum("ni,jk->njik", np.asarray(x), np.eye(3)))
+    jx = jax.jit(jax.jacfwd(sj.logits, argnums=1))(_PARAMS, x)
+    np.testing.assert_array_equal(jx, np.einsum("nm,ij->njmi", np.eye(2), _W))
+
+  @pytest.mark.parametrize("x_dtype,w_dtype", [("float32", "float32"), ("bfloat16", "float32"),
+                                               ("float32", "bfloat16")])
+  @pytest.mark.parametrize("shape", [(6, 4), (2, 3, 4), (0, 4)])
+  def test_batch_rule_equals_per_example_autodiff(self, x_dtype, w_dtype, shape):
+    # The batch's rule against plain autodiff of the vmapped per-example map, in reverse mode
+    # (the weight gradient xᵀG), forward mode and second order.
+    params = sj.Params(W=jnp.asarray(_W, w_dtype), b=jnp.asarray(_B, w_dtype))
+    x = jnp.asarray(_batch(6, shape), x_dtype)
+    y = jnp.asarray(np.arange(int(np.prod(shape[:-1]))).reshape(shape[:-1]) % 3)
+
+    def plain(p, x):
+      fn = sj.model._logits_one
+      for _ in range(x.ndim - 1):
+        fn = jax.vmap(fn, in_axes=(None, 0))
+      return fn(p, x)
+
+    def loss(logits_fn):
+      return lambda p, x: sj.cross_entropy(logits_fn(p, x).astype(jnp.float32), y,
+                                           reduction="sum")
+
+    def close(a, b):  # bfloat16 results may round differently: 2⁻⁶ of the largest entry
+      a, b = np.float32(a), np.float32(b)
+      atol = 1e-6 if "bfloat16" not in (x_dtype, w_dtype) else 2**-6 * np.abs(b).max(initial=0)
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=atol)
+
+    np.testing.assert_array_equal(sj.logits(params, x), plain(params, x))
+    got = jax.jit(jax.grad(loss(sj.logits), argnums=(0, 1)))(params, x)
+    want = jax.jit(jax.grad(loss(plain), argnums=(0, 1)))(params, x)
+    jax.tree.map(close, got, want)
+    tangents = (jax.tree.map(jnp.ones_like, params), jnp.ones_like(x))
+    _, t_got = jax.jvp(sj.logits, (params, x), tangents)
+    _, t_want = jax.jvp(plain, (params, x), tangents)
+    close(t_got, t_want)
+    jax.tree.map(close, jax.hessian(loss(sj.logits))(params, x),
+                 jax.hessian(loss(plain))(params, x))
+
+  def test_batch_weight_gradient_is_rows_by_columns_on_cpu(self):
+    # On a CPU the weight gradient is Gᵀ·x behind optimisation barriers (see model.py); JAX
+    # versions that cannot transpose a barrier keep plain autodiff.
+    if not sj.model._barrier_transposes():
+      pytest.skip("this JAX cannot transpose lax.optimization_barrier")
+    x = jnp.asarray(_batch(7, (5, 4)))
+    jaxpr = jax.make_jaxpr(jax.grad(lambda p: jnp.sum(sj.logits(p, x) ** 2)))(_PARAMS)
+    assert "optimization_barrier" in str(jaxpr)
+    hlo = jax.jit(jax.grad(lambda p: jnp.sum(sj.logits(p, x) ** 2))).lower(_PARAMS).as_text()
+    assert "optimization_barrier" in hlo or jax.default_backend() != "cpu"
+
 
 # ------------------------------------------------------------------------------------------------
 # predict and predict_proba
