@@ -9,11 +9,12 @@ The per-example loss is written for one example and ``vmap``-ped over the batch.
 is a ``custom_jvp`` whose tangent is the closed form ``softmax(o) − y``: reverse mode transposes
 it, so ``jax.grad`` evaluates exactly ``(softmax(o) − y) · ct`` and never differentiates through
 ``exp`` or ``log``. Forward mode, ``jax.hessian`` and any higher order work as well (a
-``custom_vjp`` would rule them out); the second derivative is ``diag(p) − ppᵀ``. The
-``"mean"``/``"sum"`` of class ids, what training differentiates, has its own batch-level rule of
-the same closed form, with the reduction folded in: it writes the gradient in one pass and, with
-donated logits, into their buffer (the fastest cross-entropy here; see BENCHMARKS.md). Tests
-hold it equal to the per-example rule.
+``custom_vjp`` would rule them out); the second derivative is ``diag(p) − ppᵀ``. Class ids, what
+training differentiates, take a batch-level rule of the same closed form for every reduction
+(``"mean"``/``"sum"`` folded in, ``"none"`` per row): it writes the gradient in one pass and,
+with donated logits, into their buffer, also when the caller reduces ``"none"`` with
+``.mean()`` (the fastest cross-entropy here; see BENCHMARKS.md). Tests hold it equal to the
+per-example rule, which probability labels keep.
 
 Numerics: logits are shifted by their row max; ``0 · log 0 = 0`` (a class with zero target mass
 contributes nothing even if its logit is ``-inf``); float16/bfloat16 accumulate in float32 and
@@ -131,7 +132,7 @@ def _hard_row(eps: float, o_C, y, w_C, m) -> _Row:
   loss, scale, label_coef = loss + nan_if_bad, total / s + nan_if_bad, (1 - eps) * w_y
   loss, scale, label_coef, smooth_coef = _masked(m, loss, scale, label_coef,
                                                  jnp.asarray(eps / num_classes, o_C.dtype))
-  e_C, z_C = _masked(m, e_C, z_C)
+  e_C, z_C, log_s = _masked(m, e_C, z_C, log_s)  # a masked row's ls = z − log s is 0 too
   return _Row(loss, e_C, scale, None, y, label_coef, smooth_coef, z_C, log_s)
 
 
@@ -142,7 +143,8 @@ def _soft_row(eps: float, o_C, t_C, w_C, m) -> _Row:
   t_C = (1 - eps) * t_C + eps / num_classes if eps > 0 else t_C
   v_C = t_C if w_C is None else w_C * t_C
   loss = -jnp.sum(_times(v_C, ls_C))
-  loss, scale, e_C, v_C, z_C = _masked(m, loss, jnp.sum(v_C) / s, e_C, v_C, z_C)
+  # A masked row's ls = z − log s is 0 too, so that its targets and weights get no gradient.
+  loss, scale, e_C, v_C, z_C, log_s = _masked(m, loss, jnp.sum(v_C) / s, e_C, v_C, z_C, log_s)
   zero = jnp.zeros((), o_C.dtype)
   return _Row(loss, e_C, scale, v_C, jnp.zeros((), jnp.int32), zero, zero, z_C, log_s)
 
@@ -210,15 +212,17 @@ def _soft_grad_row(eps, o_C, t_C, w_C, m):
 
 
 # ----------------------------------------------------------------------------------------------
-# The reduced loss of class ids ("mean"/"sum"): one batch-level rule, the fast path.
+# The loss of class ids, every reduction: one batch-level rule, the fast path.
 #
-# Training differentiates a scalar, so the cotangent reaching the loss is one number, and
-# `jax.grad` seeds it with the constant 1. The rule below therefore forms the gradient of the
-# *reduced* loss, G = r_n·(Σv_n·softmax(o_n) − v_n) with r_n = 1/norm ("mean") or 1 ("sum"),
-# while differentiating, and its tangent is Σ G·do: the transpose is ct·G, which XLA folds to G
-# when ct is the constant 1, so the gradient is written once, by one fusion. The per-example rule
-# above has to scale each row by its own cotangent afterwards, and the "mean" around it adds
-# bookkeeping of its own. Two details make the most of it on a CPU (measured in BENCHMARKS.md):
+# The rule forms the closed-form gradient of what it returns while differentiating: for "mean"
+# and "sum" that of the *reduced* loss, G = r_n·(Σv_n·softmax(o_n) − v_n) with r_n = 1/norm
+# ("mean") or 1 ("sum"), with the tangent Σ G·do; for "none" each row's, with the tangent
+# Σ_c G_nc·do_nc per row. Reverse mode transposes either into ct·G, one elementwise pass: training
+# differentiates a scalar, `jax.grad` seeds its cotangent with the constant 1, and XLA folds it
+# (after a caller's `.mean()` of "none", ct is the constant 1/N, folded the same way), so the
+# gradient is written once, by one fusion. The per-example rule above (the kernels of probability
+# labels, and the reference for this one) differentiates `do[label]`, a gather whose transpose
+# scatters into the gradient. Details that make the most of it on a CPU (BENCHMARKS.md):
 # * With donated logits XLA copied them first (128 MiB at 1024 × 32768), because the gather of
 #   the label logits was not ordered before the gradient's write into their buffer; the row max
 #   is taken as max(max_c o_c, o_y), the same number, which orders the two.
@@ -257,15 +261,15 @@ def _exp_shifted(o_NC, m_N):
 
 
 class _Batch(NamedTuple):
-  """A batch of class ids: its reduced loss and the row vectors of its gradient.
+  """A batch of class ids: its loss (per row for ``"none"``) and the row vectors of its gradient.
 
-  The gradient of the reduced loss is ``G = e·scale − smooth·w − label·onehot(y)``, masked, with
+  The gradient of ``loss`` is ``G = e·scale − smooth·w − label·onehot(y)``, masked, with
   ``e = exp(_shifted(o))`` (`_exp_shifted`). The row vectors it reads are each the result of a
   division, which XLA does not recompute per entry; cheaper row arithmetic fused into the
   gradient's write was recomputed for every logit there and made it 2.8× slower.
   """
 
-  loss: jax.Array  # the reduced loss
+  loss: jax.Array  # the loss: [N] for "none", else reduced
   e_NC: jax.Array  # exp(_shifted(o)), from `_exp_shifted`
   shift_N: jax.Array  # `_shift` of the row max
   plus_inf_N: jax.Array
@@ -281,7 +285,7 @@ class _Batch(NamedTuple):
   norm: jax.Array  # the "mean" normaliser (1 for "sum")
 
 
-def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
+def _batch(eps: float, reduction: str, o_NC, y_N, w_C, m_N) -> _Batch:
   """``o_NC`` in its own dtype: float16/bfloat16 are widened inside each fusion that reads them,
   never written out widened (that conversion was a pass of its own)."""
   n, num_classes = o_NC.shape
@@ -324,13 +328,13 @@ def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
   kept = in_range if m_N is None else in_range & m_N
   if m_N is not None:
     loss = jnp.where(m_N, loss, 0)
-  if mean:
+  if reduction == "mean":
     norm = _mean_norm(n, None if w_C is None else w_y, m_N, cdtype)
   else:
     norm = jnp.ones((), cdtype)
   has = norm > 0
   norm = jnp.where(has, norm, 1)
-  reduced = jnp.where(has, jnp.sum(loss) / norm, 0)
+  reduced = loss if reduction == "none" else jnp.where(has, jnp.sum(loss) / norm, 0)
   # Each coefficient is keep·x/norm: x/norm for a kept example, 0 for a masked one (or when
   # nothing is kept), NaN for an out-of-range id.
   keep = jnp.where(has & kept, 1, 0).astype(cdtype) + nan_if_bad
@@ -339,48 +343,60 @@ def _batch(eps: float, mean: bool, o_NC, y_N, w_C, m_N) -> _Batch:
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _reduced_hard_loss(eps, mean, o_NC, y_N, w_C, m_N):
-  return _batch(eps, mean, o_NC, y_N, w_C, m_N).loss
+def _hard_loss_batch(eps, reduction, o_NC, y_N, w_C, m_N):
+  return _batch(eps, reduction, o_NC, y_N, w_C, m_N).loss
 
 
-def _reduced_hard_loss_jvp(eps, mean, primals, tangents):
+def _batch_grad(eps, b: _Batch, o_NC, w_C, m_N):
+  """``G``, the gradient of ``b.loss`` (each row's, for ``"none"``), in the logits' dtype.
+
+  The label's entry, ``e_y·scale − v_y``, is computed per row in the compute dtype and selected
+  in; masked rows are 0 even where their logits are NaN.
+  """
+  g_NC = b.e_NC * b.scale_N[:, None]
+  g_y = jnp.exp(b.z_y_N) * b.scale_N - b.label_N
+  if eps > 0:
+    g_NC = g_NC - b.smooth_N[:, None] * (1 if w_C is None else w_C[None, :])
+    g_y = g_y - b.smooth_N * (1 if w_C is None else w_C[b.y_N])
+  if m_N is not None:
+    g_NC = jnp.where(m_N[:, None], g_NC, 0)
+    g_y = jnp.where(m_N, g_y, 0)
+  # A select, not a scatter: XLA:CPU scatters 16-bit floats through float32 copies of the
+  # whole gradient, and a select keeps it one elementwise pass on every backend and sharding.
+  at_y = jnp.arange(o_NC.shape[1])[None, :] == b.y_N[:, None]
+  return jnp.where(at_y, g_y[:, None], g_NC).astype(o_NC.dtype)
+
+
+def _hard_loss_batch_jvp(eps, reduction, primals, tangents):
   o_NC, y_N, w_C, m_N = primals
   do_NC, _, dw_C, _ = tangents
-  b = _batch(eps, mean, o_NC, y_N, w_C, m_N)
+  b = _batch(eps, reduction, o_NC, y_N, w_C, m_N)
+  # "none" keeps each row's term; "mean"/"sum" add them (their 1/norm is in b's coefficients).
+  total = functools.partial(jnp.sum, axis=1 if reduction == "none" else None)
   out = jnp.zeros_like(b.loss)
   if not _is_zero(do_NC):
-    # The gradient is written once, in the logits' dtype; the label's entry, e_y·scale − v_y,
-    # is computed per row in the compute dtype and selected into it.
-    g_NC = b.e_NC * b.scale_N[:, None]
-    g_y = jnp.exp(b.z_y_N) * b.scale_N - b.label_N
-    if eps > 0:
-      g_NC = g_NC - b.smooth_N[:, None] * (1 if w_C is None else w_C[None, :])
-      g_y = g_y - b.smooth_N * (1 if w_C is None else w_C[b.y_N])
-    if m_N is not None:  # a masked row is 0 even where its logits are NaN
-      g_NC = jnp.where(m_N[:, None], g_NC, 0)
-      g_y = jnp.where(m_N, g_y, 0)
-    # A select, not a scatter: XLA:CPU scatters 16-bit floats through float32 copies of the
-    # whole gradient, and a select keeps it one elementwise pass on every backend and sharding.
-    at_y = jnp.arange(o_NC.shape[1])[None, :] == b.y_N[:, None]
-    g_NC = jnp.where(at_y, g_y[:, None], g_NC).astype(o_NC.dtype)
     # The product in the logits' dtype, so that reverse mode's ct·G stays in it (and folds).
-    out = jnp.sum((g_NC * do_NC).astype(b.loss.dtype))
+    out = total((_batch_grad(eps, b, o_NC, w_C, m_N) * do_NC).astype(b.loss.dtype))
   if w_C is not None and not _is_zero(dw_C):
     # L = T/norm: dL = (dT − L·dnorm)/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.
     r = b.keep_N
-    dt = -(1 - eps) * jnp.sum(r * b.ls_y_N * dw_C[b.y_N])
+    # _times: a masked row (r = 0) adds 0 even where its log-softmax is −inf.
+    dt = -(1 - eps) * (_times(r, b.ls_y_N) * dw_C[b.y_N])
+    if reduction != "none":
+      dt = jnp.sum(dt)
     if eps > 0:
       ls = (_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
             - b.log_s_N[:, None])
-      dt = dt - eps / o_NC.shape[1] * jnp.sum(r[:, None] * ls * dw_C[None, :])
-    if mean:
-      dnorm = jnp.sum(jnp.where(r != 0, 1, 0) * dw_C[b.y_N])
+      dt = dt - eps / o_NC.shape[1] * total(_times(r[:, None], ls) * dw_C[None, :])
+    if reduction == "mean":
+      # A select, so that reverse mode passes a masked row 0, not 0·(−L/norm) (NaN if L = inf).
+      dnorm = jnp.sum(jnp.where(r != 0, dw_C[b.y_N], 0))
       dt = (dt - b.loss * dnorm) / b.norm
     out = out + dt
   return b.loss, out
 
 
-_reduced_hard_loss.defjvp(_reduced_hard_loss_jvp, symbolic_zeros=True)
+_hard_loss_batch.defjvp(_hard_loss_batch_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,24 +475,44 @@ def _mean_norm(count: int, w_y: jax.Array | None, mask: jax.Array | None, dtype)
 
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
 def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, reduction):
-  if hard and reduction != "none":
-    cdtype = v.compute_dtype(logits.dtype)
+  if hard:  # the batch rule, every reduction
     o = jnp.moveaxis(logits, axis, -1)
-    num_classes = o.shape[-1]
-    return _reduced_hard_loss(
-        eps, reduction == "mean", o.reshape(-1, num_classes), v.widen_ids(labels).reshape(-1),
-        None if class_weights is None else class_weights.astype(cdtype),
-        None if mask is None else mask.reshape(-1))
+    loss = _hard_loss_batch(eps, reduction, *_flat_batch(o, labels, class_weights, mask))
+    return loss.reshape(o.shape[:-1]) if reduction == "none" else loss
+  return _cross_entropy_per_example(logits, labels, class_weights, mask, hard=hard, axis=axis,
+                                    eps=eps, reduction=reduction)
+
+
+@functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
+def _cross_entropy_per_example(logits, labels, class_weights, mask, *, hard, axis, eps,
+                               reduction):
+  """The per-example kernels, vmapped: the path of probability labels, and for class ids the
+  reference that tests hold the batch rule to."""
   row = _hard_loss_row if hard else _soft_loss_row
   loss = _per_example(row, eps, logits, labels, hard, axis, class_weights, mask)
   return reduce_losses(loss, reduction, mask=mask, labels=labels if hard else None,
                        class_weights=class_weights)
 
 
+def _flat_batch(o, labels, class_weights, mask):
+  """The batch rule's arguments: logits ``[N, C]`` in their own dtype, ids ``[N]``, weights in
+  the compute dtype, mask ``[N]``."""
+  num_classes = o.shape[-1]
+  return (o.reshape(-1, num_classes), v.widen_ids(labels).reshape(-1),
+          None if class_weights is None else class_weights.astype(v.compute_dtype(o.dtype)),
+          None if mask is None else mask.reshape(-1))
+
+
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps"))
 def _cross_entropy_grad(logits, labels, class_weights, mask, *, hard, axis, eps):
-  row = _hard_grad_row if hard else _soft_grad_row
-  grad = _per_example(row, eps, logits, labels, hard, axis, class_weights, mask)
+  if hard:
+    # Widened first, so that G is written in the compute dtype.
+    o = jnp.moveaxis(logits, axis, -1).astype(v.compute_dtype(logits.dtype))
+    o_NC, y_N, w_C, m_N = _flat_batch(o, labels, class_weights, mask)
+    g_NC = _batch_grad(eps, _batch(eps, "none", o_NC, y_N, w_C, m_N), o_NC, w_C, m_N)
+    grad = g_NC.reshape(o.shape)
+  else:
+    grad = _per_example(_soft_grad_row, eps, logits, labels, hard, axis, class_weights, mask)
   return jnp.moveaxis(grad, -1, axis)
 
 

@@ -12,6 +12,7 @@ import pytest
 from jax.test_util import check_grads
 
 import softmax_jax as sj
+from softmax_jax import losses
 from tests.conftest import enable_x64
 
 INF = np.inf
@@ -201,34 +202,98 @@ EXTREME_ROWS = np.array([
 ], np.float32)
 
 
-@pytest.mark.parametrize("combo", [c for c in COMBOS if not c[0] and c[3] != "none"],
+def _per_example_reference(logits, labels, *, reduction, class_weights=None, where=None,
+                           label_smoothing=0.0):
+  """The per-example kernels, vmapped: the reference for the batch rule of class ids."""
+  w = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+  m = None if where is None else jnp.asarray(where)
+  return losses._cross_entropy_per_example(logits, labels, w, m, hard=True, axis=1,
+                                           eps=float(label_smoothing), reduction=reduction)
+
+
+@pytest.mark.parametrize("combo", [c for c in COMBOS if not c[0]],
                          ids=lambda c: f"{'w' if c[1] is not None else 'now'}-"
                                        f"{'mask' if c[2] is not None else 'nomask'}-{c[3]}-eps{c[4]}")
 @pytest.mark.parametrize("extreme", [False, True])
-def test_reduced_batch_rule_equals_the_per_example_rule(combo, extreme):
-  """"mean"/"sum" of class ids take one batch-level rule (the fast path); "none" takes the
-  per-example kernels. The two must agree on values and gradients, limits included."""
+def test_batch_rule_equals_the_per_example_rule(combo, extreme):
+  """Class ids take one batch-level rule for every reduction (the fast path); the per-example
+  kernels are its reference. The two must agree on values and on gradients for any cotangent
+  (a different one per example for "none"), limits included."""
   _, w, m, red, eps = combo
   logits, labels = _problem(n=6)
   if extreme:
     logits = jnp.asarray(EXTREME_ROWS)
     labels = jnp.array([0, 1, 4, 2, 0, 1])
-  kw = dict(class_weights=w, where=m, label_smoothing=eps)
-  per = sj.cross_entropy(logits, labels, **kw)
-  keep = np.ones(6, bool) if m is None else m
-  norm = 1.0
-  if red == "mean":
-    norm = (np.asarray(w)[labels] * keep).sum() if w is not None else keep.sum()
-  f = jax.jit(lambda o: sj.cross_entropy(o, labels, reduction=red, **kw))
-  np.testing.assert_allclose(f(logits), per.sum() / norm, rtol=1e-6)
-  g = jax.grad(f)(logits)
-  g_per = jax.grad(lambda o: sj.cross_entropy(o, labels, **kw).sum() / norm)(logits)
-  np.testing.assert_allclose(g, g_per, rtol=1e-6, atol=1e-7)
+  kw = dict(class_weights=w, where=m, label_smoothing=eps, reduction=red)
+  f = jax.jit(lambda o: sj.cross_entropy(o, labels, **kw))
+  ref = jax.jit(lambda o: _per_example_reference(o, labels, **kw))
+  np.testing.assert_allclose(f(logits), ref(logits), rtol=1e-6)
+  ct = jnp.asarray(np.random.default_rng(3).uniform(0.5, 2.0, (6,) if red == "none" else ()),
+                   jnp.float32)
+  g = jax.vjp(f, logits)[1](ct)[0]
+  g_ref = jax.vjp(ref, logits)[1](ct)[0]
+  np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-7)
   if not extreme:
-    np.testing.assert_allclose(g, ref_grad(logits, labels, weight=w, mask=m, eps=eps) / norm,
-                               rtol=1e-5, atol=1e-7)
+    keep = np.ones(6, bool) if m is None else m
+    norm = 1.0
+    if red == "mean":
+      norm = (np.asarray(w)[labels] * keep).sum() if w is not None else keep.sum()
+    scale = np.asarray(ct)[:, None] if red == "none" else float(ct)
+    np.testing.assert_allclose(g, ref_grad(logits, labels, weight=w, mask=m, eps=eps) * scale
+                               / norm, rtol=1e-5, atol=1e-7)
   else:
     np.testing.assert_array_equal(np.isfinite(g), True)
+  if w is not None:  # the weights' gradient, through the same rule
+    fw = lambda w_: sj.cross_entropy(logits, labels, **{**kw, "class_weights": w_})  # noqa: E731
+    rw = lambda w_: _per_example_reference(logits, labels, **{**kw, "class_weights": w_})  # noqa: E731
+    gw = jax.vjp(fw, jnp.asarray(w, jnp.float32))[1](ct)[0]
+    gw_ref = jax.vjp(rw, jnp.asarray(w, jnp.float32))[1](ct)[0]
+    np.testing.assert_allclose(gw, gw_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("extreme", [False, True])
+def test_cross_entropy_grad_equals_the_per_example_kernel(dtype, extreme):
+  logits, labels = _problem(n=6, dtype=dtype)
+  if extreme:
+    logits = jnp.asarray(EXTREME_ROWS, dtype)
+    labels = jnp.array([0, 1, 4, 2, 0, 1])
+  for kw in (dict(), dict(class_weights=WEIGHTS, where=MASK, label_smoothing=0.2)):
+    got = sj.cross_entropy_grad(logits, labels, **kw)
+    assert got.dtype == jnp.float32  # written in the compute dtype, never rounded to bfloat16
+    w = kw.get("class_weights")
+    m = kw.get("where")
+    want = losses._per_example(losses._hard_grad_row, kw.get("label_smoothing", 0.0),
+                               logits, labels, True, 1,
+                               None if w is None else jnp.asarray(w, jnp.float32),
+                               None if m is None else jnp.asarray(m))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["ids", "probs"])
+@pytest.mark.parametrize("red", ["none", "sum", "mean"])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_masked_examples_give_no_gradient_to_targets_or_weights(soft, red, eps):
+  """A masked example's loss is 0 whatever its targets and the class weights, so its gradient
+  with respect to them is 0 too (the per-example kernels once leaked −log s there)."""
+  logits, labels = _problem(n=6, soft=soft)
+  w = jnp.asarray(WEIGHTS, jnp.float32)
+
+  def f(labels, w):
+    loss = sj.cross_entropy(logits, labels, class_weights=w, where=MASK, label_smoothing=eps,
+                            reduction=red)
+    return loss if red == "none" else loss[None]
+
+  jac_w = jax.jacrev(f, argnums=1)(labels, w)
+  if red == "none":
+    np.testing.assert_array_equal(jac_w[~MASK], 0.0)
+  if soft:
+    jac_t = jax.jacrev(f)(labels, w)  # [out, example, class]
+    np.testing.assert_array_equal(jac_t[:, ~MASK], 0.0)
+    assert np.abs(jac_t[:, MASK]).max() > 0
+  # A masked example's targets and weights change nothing.
+  other = labels.at[1].set(labels[2]) if soft else labels.at[1].set((labels[1] + 1) % 5)
+  np.testing.assert_array_equal(f(other, w), f(labels, w))
 
 
 def test_reduced_loss_of_nan_logits_is_nan_and_masked_nan_is_ignored():
@@ -241,12 +306,15 @@ def test_reduced_loss_of_nan_logits_is_nan_and_masked_nan_is_ignored():
   np.testing.assert_array_equal(jax.grad(f)(logits)[1], [0.0, 0.0, 0.0])
 
 
-def test_reduced_loss_folds_the_unit_cotangent_and_overwrites_donated_logits():
+@pytest.mark.parametrize("loss_fn", [
+    lambda o, y: sj.cross_entropy(o, y, reduction="mean"),
+    lambda o, y: sj.cross_entropy(o, y).mean(),  # "none", reduced by the caller
+], ids=["mean", "none-then-mean"])
+def test_reduced_loss_folds_the_unit_cotangent_and_overwrites_donated_logits(loss_fn):
   """jax.grad's cotangent 1 reaches the batch rule as a constant that XLA folds: the gradient is
   written once, and with donated logits it is written into their buffer (no copy of them)."""
   logits, labels = _problem(n=64, c=40)
-  vg = jax.jit(jax.value_and_grad(lambda o, y: sj.cross_entropy(o, y, reduction="mean")),
-               donate_argnums=0)
+  vg = jax.jit(jax.value_and_grad(loss_fn), donate_argnums=0)
   hlo = vg.lower(logits, labels).compile().as_text()
   full_size_copies = [line for line in hlo.splitlines() if "= f32[64,40]" in line and " copy(" in line]
   assert not full_size_copies
