@@ -10,11 +10,11 @@ is a ``custom_jvp`` whose tangent is the closed form ``softmax(o) − y``: rever
 it, so ``jax.grad`` evaluates exactly ``(softmax(o) − y) · ct`` and never differentiates through
 ``exp`` or ``log``. Forward mode, ``jax.hessian`` and any higher order work as well (a
 ``custom_vjp`` would rule them out); the second derivative is ``diag(p) − ppᵀ``. Class ids, what
-training differentiates, take a batch-level rule of the same closed form for every reduction
-(``"mean"``/``"sum"`` folded in, ``"none"`` per row): it writes the gradient in one pass and,
-with donated logits, into their buffer, also when the caller reduces ``"none"`` with
-``.mean()`` (the fastest cross-entropy here; see BENCHMARKS.md). Tests hold it equal to the
-per-example rule, which probability labels keep.
+training differentiates, and probability labels take batch-level rules of the same closed form
+for every reduction (``"mean"``/``"sum"`` folded in, ``"none"`` per row): they write the
+gradient in one pass and, with donated logits, into their buffer, also when the caller reduces
+``"none"`` with ``.mean()`` (the fastest cross-entropy here; see BENCHMARKS.md). Tests hold them
+equal to the per-example rules, their reference, limits included.
 
 Numerics: logits are shifted by their row max; ``0 · log 0 = 0`` (a class with zero target mass
 contributes nothing even if its logit is ``-inf``); float16/bfloat16 accumulate in float32 and
@@ -186,11 +186,13 @@ def _soft_loss_row_jvp(eps, primals, tangents):
   out = jnp.zeros_like(row.loss)
   if not _is_zero(do_C):
     out = row.scale * jnp.sum(row.e_C * do_C) - jnp.sum(row.v_C * do_C)
+  # _times: a class of zero weight (or zero target) does not enter the loss, so its derivative
+  # is 0 even where ls = −inf.
   if not _is_zero(dt_C):  # ∂l/∂t_c = −(1−ε)·w_c·ls_c
-    out = out - (1 - eps) * jnp.sum((row.ls_C if w_C is None else w_C * row.ls_C) * dt_C)
+    out = out - (1 - eps) * jnp.sum((row.ls_C if w_C is None else _times(w_C, row.ls_C)) * dt_C)
   if w_C is not None and not _is_zero(dw_C):  # ∂l/∂w_c = −t'_c·ls_c
     t_C = (1 - eps) * t_C + eps / o_C.shape[0] if eps > 0 else t_C
-    out = out - jnp.sum(t_C * row.ls_C * dw_C)
+    out = out - jnp.sum(_times(t_C, row.ls_C) * dw_C)
   return row.loss, out
 
 
@@ -220,9 +222,11 @@ def _soft_grad_row(eps, o_C, t_C, w_C, m):
 # Σ_c G_nc·do_nc per row. Reverse mode transposes either into ct·G, one elementwise pass: training
 # differentiates a scalar, `jax.grad` seeds its cotangent with the constant 1, and XLA folds it
 # (after a caller's `.mean()` of "none", ct is the constant 1/N, folded the same way), so the
-# gradient is written once, by one fusion. The per-example rule above (the kernels of probability
-# labels, and the reference for this one) differentiates `do[label]`, a gather whose transpose
-# scatters into the gradient. Details that make the most of it on a CPU (BENCHMARKS.md):
+# gradient is written once, by one fusion. The per-example rules above (the reference for the
+# batch rules here, of class ids and of probability labels) are vmapped per row; for class ids
+# they differentiate `do[label]`, a gather whose transpose scatters into the gradient, and each
+# row is scaled by its own cotangent afterwards. Details that make the most of it on a CPU
+# (BENCHMARKS.md):
 # * With donated logits XLA copied them first (128 MiB at 1024 × 32768), because the gather of
 #   the label logits was not ordered before the gradient's write into their buffer; the row max
 #   is taken as max(max_c o_c, o_y), the same number, which orders the two.
@@ -399,6 +403,96 @@ def _hard_loss_batch_jvp(eps, reduction, primals, tangents):
 _hard_loss_batch.defjvp(_hard_loss_batch_jvp, symbolic_zeros=True)
 
 
+# Probability labels: the same batch rule, with the target a full row v = w ⊙ ((1−ε)t + ε/C).
+
+
+class _SoftBatch(NamedTuple):
+  """A batch of probability labels: its loss (per row for ``"none"``) and its gradient's parts,
+  ``G = e·scale − r·v`` (masked), with ``r = keep/norm`` and ``scale = r·Σv/s``."""
+
+  loss: jax.Array
+  e_NC: jax.Array  # exp(_shifted(o))
+  v_NC: jax.Array  # w ⊙ t', the weighted smoothed target
+  t_NC: jax.Array  # t', the smoothed target
+  shift_N: jax.Array
+  plus_inf_N: jax.Array
+  log_s_N: jax.Array
+  scale_N: jax.Array
+  r_N: jax.Array
+
+
+def _soft_batch(eps: float, reduction: str, o_NC, t_NC, w_C, m_N) -> _SoftBatch:
+  n, num_classes = o_NC.shape
+  cdtype = v.compute_dtype(o_NC.dtype)
+  m = jax.lax.stop_gradient(_row_reduce(jnp.max, o_NC).astype(cdtype))
+  shift, plus_inf = _shift(m)
+  o_NC = o_NC.astype(cdtype)
+  t_NC = t_NC.astype(cdtype)
+  if eps > 0:
+    t_NC = (1 - eps) * t_NC + eps / num_classes
+  v_NC = t_NC if w_C is None else w_C[None, :] * t_NC
+  total = _row_reduce(jnp.sum, v_NC)  # Σv
+  # l = −Σ v·(z − log s) = −Σ v·z + Σv·log s: both terms ≥ 0, so nothing cancels, and the pass
+  # over the logits (Σ v·z) needs no log s. exp(z) is written into donated logits, so it must
+  # wait for that pass, or XLA copies the logits first: max(m, min(m, −|Σ v·z|)) is m (NaN only
+  # where the row's loss is NaN anyway), and makes it wait, as max(m, o_y) does for class ids.
+  v_z = _row_reduce(jnp.sum, _times(v_NC, _shifted(o_NC, shift[:, None], plus_inf[:, None])))
+  m = jnp.maximum(m, jnp.minimum(m, -jnp.abs(v_z)))
+  e_NC = _exp_shifted(o_NC, m)
+  s = _row_reduce(jnp.sum, e_NC)
+  s = jnp.where(s > 0, s, 1)  # a row of −inf: s = 1, log s = 0
+  log_s = jnp.log(s)
+  loss = -v_z + _times(total, log_s)
+  kept = jnp.ones((n,), bool) if m_N is None else m_N
+  if m_N is not None:
+    loss = jnp.where(m_N, loss, 0)
+  norm = (_mean_norm(n, None, m_N, cdtype) if reduction == "mean" else jnp.ones((), cdtype))
+  has = norm > 0
+  norm = jnp.where(has, norm, 1)
+  reduced = loss if reduction == "none" else jnp.where(has, jnp.sum(loss) / norm, 0)
+  r = jnp.where(has & kept, 1, 0).astype(cdtype) / norm
+  return _SoftBatch(reduced, e_NC, v_NC, t_NC, shift, plus_inf, log_s, r * total / s, r)
+
+
+def _soft_batch_grad(b: _SoftBatch, o_NC, m_N):
+  """``G = e·scale − r·v``, masked rows 0 (even with NaN logits), in the logits' dtype."""
+  g_NC = b.e_NC * b.scale_N[:, None] - b.r_N[:, None] * b.v_NC
+  if m_N is not None:
+    g_NC = jnp.where(m_N[:, None], g_NC, 0)
+  return g_NC.astype(o_NC.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _soft_loss_batch(eps, reduction, o_NC, t_NC, w_C, m_N):
+  return _soft_batch(eps, reduction, o_NC, t_NC, w_C, m_N).loss
+
+
+def _soft_loss_batch_jvp(eps, reduction, primals, tangents):
+  o_NC, t_NC, w_C, m_N = primals
+  do_NC, dt_NC, dw_C, _ = tangents
+  b = _soft_batch(eps, reduction, o_NC, t_NC, w_C, m_N)
+  total = functools.partial(jnp.sum, axis=1 if reduction == "none" else None)
+  out = jnp.zeros_like(b.loss)
+  if not _is_zero(do_NC):
+    out = total((_soft_batch_grad(b, o_NC, m_N) * do_NC).astype(b.loss.dtype))
+  if _is_zero(dt_NC) and (w_C is None or _is_zero(dw_C)):
+    return b.loss, out
+  # ∂l/∂t_c = −(1−ε)·w_c·ls_c and ∂l/∂w_c = −t'_c·ls_c, times r (0 for a masked row, where ls
+  # may be NaN or −inf: hence _times).
+  ls = (_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
+        - b.log_s_N[:, None])
+  r_ls = _times(b.r_N[:, None], ls)
+  if not _is_zero(dt_NC):
+    coef = -(1 - eps) * (r_ls if w_C is None else _times(w_C[None, :], r_ls))
+    out = out + total(coef * dt_NC.astype(b.loss.dtype))
+  if w_C is not None and not _is_zero(dw_C):
+    out = out - total(_times(b.t_NC, r_ls) * dw_C[None, :])
+  return b.loss, out
+
+
+_soft_loss_batch.defjvp(_soft_loss_batch_jvp, symbolic_zeros=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # Validation and batching
 # ----------------------------------------------------------------------------------------------
@@ -475,19 +569,20 @@ def _mean_norm(count: int, w_y: jax.Array | None, mask: jax.Array | None, dtype)
 
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
 def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, reduction):
-  if hard:  # the batch rule, every reduction
-    o = jnp.moveaxis(logits, axis, -1)
+  # The batch rules, every reduction.
+  o = jnp.moveaxis(logits, axis, -1)
+  if hard:
     loss = _hard_loss_batch(eps, reduction, *_flat_batch(o, labels, class_weights, mask))
-    return loss.reshape(o.shape[:-1]) if reduction == "none" else loss
-  return _cross_entropy_per_example(logits, labels, class_weights, mask, hard=hard, axis=axis,
-                                    eps=eps, reduction=reduction)
+  else:
+    loss = _soft_loss_batch(eps, reduction, *_flat_soft_batch(o, labels, axis, class_weights,
+                                                               mask))
+  return loss.reshape(o.shape[:-1]) if reduction == "none" else loss
 
 
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps", "reduction"))
 def _cross_entropy_per_example(logits, labels, class_weights, mask, *, hard, axis, eps,
                                reduction):
-  """The per-example kernels, vmapped: the path of probability labels, and for class ids the
-  reference that tests hold the batch rule to."""
+  """The per-example kernels, vmapped: the reference that tests hold the batch rules to."""
   row = _hard_loss_row if hard else _soft_loss_row
   loss = _per_example(row, eps, logits, labels, hard, axis, class_weights, mask)
   return reduce_losses(loss, reduction, mask=mask, labels=labels if hard else None,
@@ -503,17 +598,25 @@ def _flat_batch(o, labels, class_weights, mask):
           None if mask is None else mask.reshape(-1))
 
 
+def _flat_soft_batch(o, labels, axis, class_weights, mask):
+  """The soft batch rule's arguments: logits and targets ``[N, C]`` in their own dtypes."""
+  num_classes = o.shape[-1]
+  t = jnp.moveaxis(labels, axis, -1).reshape(-1, num_classes)
+  o_NC, _, w_C, m_N = _flat_batch(o, jnp.zeros(o.shape[:-1], jnp.int32), class_weights, mask)
+  return o_NC, t, w_C, m_N
+
+
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps"))
 def _cross_entropy_grad(logits, labels, class_weights, mask, *, hard, axis, eps):
+  # Widened first, so that G is written in the compute dtype.
+  o = jnp.moveaxis(logits, axis, -1).astype(v.compute_dtype(logits.dtype))
   if hard:
-    # Widened first, so that G is written in the compute dtype.
-    o = jnp.moveaxis(logits, axis, -1).astype(v.compute_dtype(logits.dtype))
     o_NC, y_N, w_C, m_N = _flat_batch(o, labels, class_weights, mask)
     g_NC = _batch_grad(eps, _batch(eps, "none", o_NC, y_N, w_C, m_N), o_NC, w_C, m_N)
-    grad = g_NC.reshape(o.shape)
   else:
-    grad = _per_example(_soft_grad_row, eps, logits, labels, hard, axis, class_weights, mask)
-  return jnp.moveaxis(grad, -1, axis)
+    o_NC, t_NC, w_C, m_N = _flat_soft_batch(o, labels, axis, class_weights, mask)
+    g_NC = _soft_batch_grad(_soft_batch(eps, "none", o_NC, t_NC, w_C, m_N), o_NC, m_N)
+  return jnp.moveaxis(g_NC.reshape(o.shape), -1, axis)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ _run = run_main
 def test_cross_entropy_benchmark_runs(capsys):
   from benchmarks import cross_entropy
   out = _run(cross_entropy, capsys, shapes=["64x10"], dtypes=["float32", "bfloat16"],
-             modes=["fresh", "donated"], repeats=5)
+             modes=["fresh", "donated"], labels=["ids", "probs"], repeats=5)
   rows = [l for l in out.splitlines() if l.strip().startswith("64x10")]
-  assert len(rows) == 4
+  assert len(rows) == 8 and sum(" probs |" in r for r in rows) == 4
   assert all(float(r.split("|")[2].split()[0]) > 0 for r in rows)  # optax/ours ratio
 
 
