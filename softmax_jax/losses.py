@@ -571,11 +571,8 @@ def _mean_norm(count: int, w_y: jax.Array | None, mask: jax.Array | None, dtype)
 def _cross_entropy(logits, labels, class_weights, mask, *, hard, axis, eps, reduction):
   # The batch rules, every reduction.
   o = jnp.moveaxis(logits, axis, -1)
-  if hard:
-    loss = _hard_loss_batch(eps, reduction, *_flat_batch(o, labels, class_weights, mask))
-  else:
-    loss = _soft_loss_batch(eps, reduction, *_flat_soft_batch(o, labels, axis, class_weights,
-                                                               mask))
+  rule = _hard_loss_batch if hard else _soft_loss_batch
+  loss = rule(eps, reduction, *_flat_batch(o, labels, hard, axis, class_weights, mask))
   return loss.reshape(o.shape[:-1]) if reduction == "none" else loss
 
 
@@ -589,33 +586,29 @@ def _cross_entropy_per_example(logits, labels, class_weights, mask, *, hard, axi
                        class_weights=class_weights)
 
 
-def _flat_batch(o, labels, class_weights, mask):
-  """The batch rule's arguments: logits ``[N, C]`` in their own dtype, ids ``[N]``, weights in
-  the compute dtype, mask ``[N]``."""
+def _flat_batch(o, labels, hard, axis, class_weights, mask):
+  """The batch rules' arguments: logits ``[N, C]`` (classes moved last, in their own dtype),
+  class ids ``[N]`` or probability labels ``[N, C]`` (their own dtype), weights in the compute
+  dtype, mask ``[N]``."""
   num_classes = o.shape[-1]
-  return (o.reshape(-1, num_classes), v.widen_ids(labels).reshape(-1),
+  if hard:
+    t = v.widen_ids(labels).reshape(-1)
+  else:
+    t = jnp.moveaxis(labels, axis, -1).reshape(-1, num_classes)
+  return (o.reshape(-1, num_classes), t,
           None if class_weights is None else class_weights.astype(v.compute_dtype(o.dtype)),
           None if mask is None else mask.reshape(-1))
-
-
-def _flat_soft_batch(o, labels, axis, class_weights, mask):
-  """The soft batch rule's arguments: logits and targets ``[N, C]`` in their own dtypes."""
-  num_classes = o.shape[-1]
-  t = jnp.moveaxis(labels, axis, -1).reshape(-1, num_classes)
-  o_NC, _, w_C, m_N = _flat_batch(o, jnp.zeros(o.shape[:-1], jnp.int32), class_weights, mask)
-  return o_NC, t, w_C, m_N
 
 
 @functools.partial(jax.jit, static_argnames=("hard", "axis", "eps"))
 def _cross_entropy_grad(logits, labels, class_weights, mask, *, hard, axis, eps):
   # Widened first, so that G is written in the compute dtype.
   o = jnp.moveaxis(logits, axis, -1).astype(v.compute_dtype(logits.dtype))
+  o_NC, t, w_C, m_N = _flat_batch(o, labels, hard, axis, class_weights, mask)
   if hard:
-    o_NC, y_N, w_C, m_N = _flat_batch(o, labels, class_weights, mask)
-    g_NC = _batch_grad(eps, _batch(eps, "none", o_NC, y_N, w_C, m_N), o_NC, w_C, m_N)
+    g_NC = _batch_grad(eps, _batch(eps, "none", o_NC, t, w_C, m_N), o_NC, w_C, m_N)
   else:
-    o_NC, t_NC, w_C, m_N = _flat_soft_batch(o, labels, axis, class_weights, mask)
-    g_NC = _soft_batch_grad(_soft_batch(eps, "none", o_NC, t_NC, w_C, m_N), o_NC, m_N)
+    g_NC = _soft_batch_grad(_soft_batch(eps, "none", o_NC, t, w_C, m_N), o_NC, m_N)
   return jnp.moveaxis(g_NC.reshape(o.shape), -1, axis)
 
 
