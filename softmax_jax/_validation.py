@@ -33,6 +33,11 @@ REDUCTIONS = ("none", "mean", "sum")
 _STAGE_CHECKS = contextvars.ContextVar("softmax_jax_stage_checks", default=False)
 
 
+def is_zero_tangent(t: Any) -> bool:
+  """Whether a ``custom_jvp`` rule's tangent (``symbolic_zeros=True``) is a symbolic zero."""
+  return t is None or isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
 def is_traced(*xs: Any) -> bool:
   """True if any leaf of ``xs`` is a tracer (its value is unknown at trace time)."""
   return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(xs))

@@ -26,7 +26,6 @@ for non-NaN input. NaN logits give a NaN loss, as in optax and PyTorch, unless m
 from __future__ import annotations
 
 import functools
-from typing import Any
 from typing import NamedTuple
 
 import jax
@@ -36,11 +35,7 @@ from jax.typing import ArrayLike
 from softmax_jax import _validation as v
 from softmax_jax.softmax import vmap_rows
 
-_SymbolicZero = jax.custom_derivatives.SymbolicZero
-
-
-def _is_zero(t: Any) -> bool:
-  return t is None or isinstance(t, _SymbolicZero)
+_is_zero = v.is_zero_tangent
 
 
 def _times(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -371,16 +366,26 @@ def _batch_grad(eps, b: _Batch, o_NC, w_C, m_N):
   return jnp.where(at_y, g_y[:, None], g_NC).astype(o_NC.dtype)
 
 
+def _logits_tangent(reduction, loss, do_NC, grad_fn):
+  """The batch rules' sum over tangents, and the part of the loss's tangent from the logits.
+
+  ``total`` sums per row for ``"none"`` (one term per example) and over everything for
+  ``"mean"``/``"sum"`` (their 1/norm is in the coefficients). The logits' part is ``total(G·do)``
+  with ``G = grad_fn()``, the product taken in the logits' dtype so that reverse mode's ``ct·G``
+  stays in it (and folds); 0 when ``do`` is a symbolic zero.
+  """
+  total = functools.partial(jnp.sum, axis=1 if reduction == "none" else None)
+  if _is_zero(do_NC):
+    return total, jnp.zeros_like(loss)
+  return total, total((grad_fn() * do_NC).astype(loss.dtype))
+
+
 def _hard_loss_batch_jvp(eps, reduction, primals, tangents):
   o_NC, y_N, w_C, m_N = primals
   do_NC, _, dw_C, _ = tangents
   b = _batch(eps, reduction, o_NC, y_N, w_C, m_N)
-  # "none" keeps each row's term; "mean"/"sum" add them (their 1/norm is in b's coefficients).
-  total = functools.partial(jnp.sum, axis=1 if reduction == "none" else None)
-  out = jnp.zeros_like(b.loss)
-  if not _is_zero(do_NC):
-    # The product in the logits' dtype, so that reverse mode's ct·G stays in it (and folds).
-    out = total((_batch_grad(eps, b, o_NC, w_C, m_N) * do_NC).astype(b.loss.dtype))
+  total, out = _logits_tangent(reduction, b.loss, do_NC,
+                               lambda: _batch_grad(eps, b, o_NC, w_C, m_N))
   if w_C is not None and not _is_zero(dw_C):
     # L = T/norm: dL = (dT − L·dnorm)/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.
     r = b.keep_N
@@ -471,10 +476,7 @@ def _soft_loss_batch_jvp(eps, reduction, primals, tangents):
   o_NC, t_NC, w_C, m_N = primals
   do_NC, dt_NC, dw_C, _ = tangents
   b = _soft_batch(eps, reduction, o_NC, t_NC, w_C, m_N)
-  total = functools.partial(jnp.sum, axis=1 if reduction == "none" else None)
-  out = jnp.zeros_like(b.loss)
-  if not _is_zero(do_NC):
-    out = total((_soft_batch_grad(b, o_NC, m_N) * do_NC).astype(b.loss.dtype))
+  total, out = _logits_tangent(reduction, b.loss, do_NC, lambda: _soft_batch_grad(b, o_NC, m_N))
   if _is_zero(dt_NC) and (w_C is None or _is_zero(dw_C)):
     return b.loss, out
   # ∂l/∂t_c = −(1−ε)·w_c·ls_c and ∂l/∂w_c = −t'_c·ls_c, times r (0 for a masked row, where ls

@@ -169,11 +169,11 @@ def _batch_logits_jvp(primals, tangents):
   dparams, dx_ND = tangents
   out = _vmapped_logits(params, x_ND)
   terms = []
-  if not _is_zero(dx_ND):
+  if not v.is_zero_tangent(dx_ND):
     terms.append(dot(dx_ND, params.W))
-  if not _is_zero(dparams.W):
+  if not v.is_zero_tangent(dparams.W):
     terms.append(jax.lax.platform_dependent(x_ND, dparams.W, cpu=_x_dw_cpu, default=dot))
-  if not _is_zero(dparams.b):
+  if not v.is_zero_tangent(dparams.b):
     terms.append(jnp.broadcast_to(dparams.b, out.shape))
   if not terms:
     return out, jnp.zeros_like(out)
@@ -181,10 +181,6 @@ def _batch_logits_jvp(primals, tangents):
 
 
 _batch_logits_rule.defjvp(_batch_logits_jvp, symbolic_zeros=True)
-
-
-def _is_zero(t) -> bool:
-  return t is None or isinstance(t, jax.custom_derivatives.SymbolicZero)
 
 
 def predict(params: Params, x: ArrayLike) -> jax.Array:
