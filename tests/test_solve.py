@@ -88,13 +88,76 @@ def test_reaches_sklearn_optimum_on_digits(digits, sklearn_fit, method):
   assert abs(params.b.sum()) < 1e-12 and np.max(np.abs(params.W.sum(1))) < 1e-12
 
 
-def test_compilation_is_cached_and_max_iter_reports_non_convergence(digits):
+@pytest.mark.parametrize("method", ["newton", "lbfgs"])
+def test_compilation_is_cached_and_max_iter_reports_non_convergence(digits, method):
   l2 = 1.0 / len(digits.y_train)
   for _ in range(2):
-    _, info = solve.fit_exact(digits.x_train, digits.y_train, l2=l2, method="newton",
+    _, info = solve.fit_exact(digits.x_train, digits.y_train, l2=l2, method=method,
                               max_iter=2)
     assert info.iterations == 2 and not info.converged and info.grad_norm > 1e-6
   assert info.compile_seconds == 0.0 and info.solve_seconds > 0  # max_iter is not static
+
+
+def test_lbfgs_direction_is_the_bfgs_inverse_hessian(x64):
+  # Hand-rolled BFGS updates of H₀ = γI over the stored pairs, oldest first (Nocedal & Wright,
+  # eq. 6.17); rows of zeros stand for pairs not yet stored.
+  rng = np.random.default_rng(5)
+  size, m, gamma = 12, 5, 0.37
+  a = rng.normal(size=(size, size))
+  hess = a @ a.T + size * np.eye(size)  # positive definite: every pair has s·y > 0
+  s_pairs = rng.normal(size=(3, size))
+  y_pairs = s_pairs @ hess
+  grad = rng.normal(size=size)
+  h = gamma * np.eye(size)
+  for s_i, y_i in zip(s_pairs, y_pairs, strict=True):
+    rho = 1 / (s_i @ y_i)
+    left = np.eye(size) - rho * np.outer(s_i, y_i)
+    h = left @ h @ left.T + rho * np.outer(s_i, s_i)
+  s_MxP = np.concatenate([np.zeros((m - 3, size)), s_pairs])
+  y_MxP = np.concatenate([np.zeros((m - 3, size)), y_pairs])
+  got = solve._lbfgs_direction(jnp.asarray(grad), jnp.asarray(s_MxP), jnp.asarray(y_MxP), gamma)
+  np.testing.assert_allclose(got, -h @ grad, rtol=1e-12, atol=1e-12)
+  # With no pairs it is steepest descent scaled by γ.
+  none = solve._lbfgs_direction(jnp.asarray(grad), jnp.zeros((m, size)), jnp.zeros((m, size)),
+                                gamma)
+  np.testing.assert_allclose(none, -gamma * grad, rtol=1e-15)
+
+
+def test_prepare_augments_and_lays_out_the_transpose(x64):
+  x = np.arange(6, dtype=np.float32).reshape(3, 2)
+  xt, xt_t = solve._prepare(x)
+  want = np.array([[0, 1, 1], [2, 3, 1], [4, 5, 1]], np.float64)
+  assert xt.dtype == xt_t.dtype == jnp.float64
+  np.testing.assert_array_equal(xt, want)
+  np.testing.assert_array_equal(xt_t, want.T)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_narrow_inputs_solve_the_same_problem_in_float64(digits, dtype):
+  # The digits' pixels (0..16) are exact in every float dtype: the problem, and so the optimum,
+  # is the same; the solve itself runs in float64 whatever the input dtype.
+  import ml_dtypes  # installed with jax
+  x = digits.x_train.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+  l2 = 1.0 / len(digits.y_train)
+  ref, ref_info = solve.fit_exact(digits.x_train.astype(np.float64), digits.y_train, l2=l2,
+                                  method="lbfgs")
+  params, info = solve.fit_exact(x, digits.y_train, l2=l2, method="lbfgs")
+  assert info.converged and params.W.dtype == np.float64
+  assert info.objective == pytest.approx(ref_info.objective, rel=1e-12)
+  np.testing.assert_allclose(params.W, ref.W, atol=1e-12)
+
+
+def test_lbfgs_without_penalty_with_a_dead_feature():
+  rng = np.random.default_rng(3)
+  x = np.concatenate([rng.normal(size=(300, 2)), np.zeros((300, 1))], axis=1)
+  y = rng.integers(0, 3, 300).astype(np.int32)
+  newton, _ = solve.fit_exact(x, y, l2=0.0, method="newton", tol=1e-10)
+  params, info = solve.fit_exact(x, y, l2=0.0, method="lbfgs", tol=1e-9)
+  assert info.converged
+  np.testing.assert_array_equal(params.W[2], 0)  # its gradient is exactly 0 all along
+  np.testing.assert_allclose(params.W, newton.W, atol=1e-7)
+  with enable_x64():
+    assert _max_abs(solve.gradient(params, x, y, l2=0.0)) <= 1e-9
 
 
 def test_default_method_by_problem_size():
