@@ -198,6 +198,17 @@ def test_hessian_equals_jax_hessian(x64, l2):
   np.testing.assert_allclose(got @ weight_shift, l2 * weight_shift, atol=1e-14)
 
 
+def test_hessian_summed_in_chunks_equals_one_chunk(x64):
+  # 11 examples in chunks of 4: two full chunks and one padded with zero rows.
+  params, x, _ = _tiny(n=11, seed=2)
+  theta = jnp.concatenate([params.W, params.b[None, :]], axis=0)
+  xt = jnp.concatenate([x, jnp.ones((11, 1))], axis=1)
+  whole = solve._hessian(theta, xt, 0.3, chunk=11)
+  np.testing.assert_allclose(solve._hessian(theta, xt, 0.3, chunk=4), whole, rtol=1e-13,
+                             atol=1e-15)
+  np.testing.assert_allclose(whole, whole.T, rtol=1e-13, atol=1e-15)
+
+
 def test_gradient_equals_jax_grad(x64):
   params, x, y = _tiny(n=11, seed=1)
   want = jax.grad(solve.objective)(params, x, y, l2=0.7)
