@@ -9,7 +9,8 @@ nothing overflows for finite logits, and the limits are defined rather than NaN:
   and log-softmax ``-inf``, with zero gradients;
 * ``+inf`` logits are the limit ``x_i -> inf``: the ``+inf`` entries share the whole mass equally
   (``softmax([inf, 0]) = [1, 0]``, ``softmax([inf, inf, 0]) = [.5, .5, 0]``), ``logsumexp = +inf``,
-  and the gradients are those of that limit, finite.
+  and the gradients are those of that limit, finite;
+* a NaN logit (not masked) makes its whole row NaN, values and gradients, as in ``jax.nn``.
 
 Derivatives are closed-form ``custom_jvp`` rules, differentiable to any order:
 ``d logsumexp = softmax · dx`` and ``d softmax = p ⊙ (dx − p·dx)``; so the Hessian of
@@ -42,30 +43,35 @@ def _shifted(x_C: jax.Array, mask_C: jax.Array | None):
   m = jax.lax.stop_gradient(jnp.max(x_C))
   finite = jnp.isfinite(m)
   # Finite max: the usual shift. max = +inf: the +inf entries are 0, the rest -inf (their limit).
-  # max = -inf: every entry is -inf, and stays so (x - 0).
-  z_C = jnp.where(finite, x_C - jnp.where(finite, m, 0), jnp.where(x_C == jnp.inf, 0.0, -jnp.inf))
+  # max = -inf: every entry is -inf, and stays so (x - 0). A NaN entry stays NaN in every case,
+  # so that s, and with it the whole row, is NaN: XLA:CPU's fused max can drop a NaN (returning
+  # the max of the rest, or even -inf), so the max alone cannot be trusted to carry it.
+  z_C = jnp.where(finite, x_C - jnp.where(finite, m, 0),
+                  jnp.where(x_C == jnp.inf, 0.0, jnp.where(jnp.isnan(x_C), x_C, -jnp.inf)))
   e_C = jnp.exp(z_C)
-  s = jnp.sum(e_C)  # >= 1 when the row has mass (the max entry contributes exp(0)); else 0
+  s = jnp.sum(e_C)  # >= 1 when the row has mass (the max entry contributes exp(0)); 0 if none
   return z_C, m, e_C, s
 
 
 def _safe_log(s: jax.Array) -> jax.Array:
-  """log(s) for s >= 0 whose derivative is 0 (not NaN) at s = 0, where the value is -inf."""
-  pos = s > 0
-  return jnp.where(pos, jnp.log(jnp.where(pos, s, 1)), -jnp.inf)
+  """log(s) for s >= 0 (or NaN) whose derivative is 0 (not NaN) at s = 0, where it is -inf."""
+  zero = s == 0
+  return jnp.where(zero, -jnp.inf, jnp.log(jnp.where(zero, 1, s)))
 
 
 def _masked_dot(p_C: jax.Array, dx_C: jax.Array) -> jax.Array:
-  """Σ p·dx, where entries with p = 0 contribute 0 even if dx is not finite there."""
-  return jnp.sum(jnp.where(p_C > 0, p_C * dx_C, 0))
+  """Σ p·dx, where entries with p = 0 contribute 0 even if dx is not finite there (NaN p: NaN)."""
+  return jnp.sum(jnp.where(p_C == 0, 0, p_C * dx_C))
 
 
 @jax.custom_jvp
 def logsumexp_row(x_C: jax.Array, mask_C: jax.Array | None) -> jax.Array:
   z_C, m, _, s = _shifted(x_C, mask_C)
   del z_C
-  # m = -inf means s = 0 and the sum is -inf; m = +inf gives +inf; otherwise m + log s.
-  return jnp.where(jnp.isfinite(m), jnp.where(jnp.isfinite(m), m, 0) + _safe_log(s), m)
+  # m = -inf means s = 0 and the sum is -inf; m = +inf gives +inf; otherwise m + log s. A NaN
+  # anywhere in the row makes s NaN, whatever m came out as.
+  return jnp.where(jnp.isfinite(m), jnp.where(jnp.isfinite(m), m, 0) + _safe_log(s),
+                   jnp.where(jnp.isnan(s), s, m))
 
 
 @logsumexp_row.defjvp
@@ -79,7 +85,7 @@ def _logsumexp_row_jvp(primals, tangents):
 @jax.custom_jvp
 def softmax_row(x_C: jax.Array, mask_C: jax.Array | None) -> jax.Array:
   _, _, e_C, s = _shifted(x_C, mask_C)
-  return e_C / jnp.where(s > 0, s, 1)  # an empty row stays all 0
+  return e_C / jnp.where(s == 0, 1, s)  # an empty row stays all 0; a NaN row is all NaN
 
 
 @softmax_row.defjvp
@@ -87,14 +93,14 @@ def _softmax_row_jvp(primals, tangents):
   x_C, mask_C = primals
   dx_C, _ = tangents
   p_C = softmax_row(x_C, mask_C)
-  dx_C = jnp.where(p_C > 0, dx_C, 0)
+  dx_C = jnp.where(p_C == 0, 0, dx_C)
   return p_C, p_C * (dx_C - jnp.sum(p_C * dx_C))
 
 
 @jax.custom_jvp
 def log_softmax_row(x_C: jax.Array, mask_C: jax.Array | None) -> jax.Array:
   z_C, _, _, s = _shifted(x_C, mask_C)
-  return z_C - jnp.where(s > 0, _safe_log(s), 0)  # an empty row stays all -inf
+  return z_C - jnp.where(s == 0, 0, _safe_log(s))  # an empty row stays all -inf; NaN: NaN
 
 
 @log_softmax_row.defjvp
@@ -104,7 +110,7 @@ def _log_softmax_row_jvp(primals, tangents):
   ls_C = log_softmax_row(x_C, mask_C)
   p_C = softmax_row(x_C, mask_C)
   # Entries that are -inf (masked, or -inf logits) are constant: their tangent is 0.
-  return ls_C, jnp.where(ls_C > -jnp.inf, dx_C - _masked_dot(p_C, dx_C), 0)
+  return ls_C, jnp.where(ls_C == -jnp.inf, 0, dx_C - _masked_dot(p_C, dx_C))
 
 
 def vmap_rows(fn, num_batch_dims: int, in_axes: tuple[Any, ...]):

@@ -729,3 +729,41 @@ def test_traced_calls_stage_no_checks_outside_checked():
   err, _ = jax.jit(sj.checked(calls[0]))(logits, labels.at[0].set(7), probs)
   with pytest.raises(Exception, match="labels must be class ids"):
     err.throw()
+
+
+@pytest.mark.parametrize("num_classes", [1, 3, 12, 13, 40000])
+def test_row_reduce_matches_max_and_sum(num_classes):
+  # Rows of up to 12 entries are reduced as an unrolled chain of elementwise ops (so XLA fuses
+  # them), rows beyond 32768 in pieces; ±inf as in NumPy, and NaN too where XLA:CPU keeps it (its
+  # fused max drops a NaN in long rows; the losses do not rely on it).
+  from softmax_jax.losses import _row_reduce
+  rng = np.random.default_rng(num_classes)
+  x = rng.normal(size=(5, num_classes)).astype(np.float32)
+  x[1, -1] = np.nan
+  x[2, 0] = np.inf
+  x[3, :] = -np.inf
+  x[4, 0] = -np.inf
+  for reduce, want in ((jnp.max, np.max), (jnp.sum, np.sum)):
+    got = np.asarray(jax.jit(functools.partial(_row_reduce, reduce))(jnp.asarray(x)))
+    rows = [0, 2, 3, 4]
+    np.testing.assert_allclose(got[rows], want(x[rows], axis=1), rtol=1e-5)
+    if reduce is jnp.sum or num_classes <= 12:
+      assert np.isnan(got[1])
+
+
+@pytest.mark.parametrize("num_classes", [10, 4096])
+@pytest.mark.parametrize("kind", ["ids", "probs"])
+def test_a_nan_logit_makes_its_loss_and_gradient_nan(num_classes, kind):
+  # Not +inf, nor a finite loss: XLA:CPU's fused max and min drop a NaN at 4096 classes, so the
+  # batch rule must not rely on them to carry it.
+  rng = np.random.default_rng(num_classes)
+  o = rng.normal(size=(3, num_classes)).astype(np.float32)
+  o[1, 3] = np.nan
+  if kind == "ids":
+    labels = jnp.array([0, 0, 1])
+  else:
+    labels = jax.nn.softmax(jnp.asarray(rng.normal(size=(3, num_classes)), jnp.float32))
+  loss = np.asarray(jax.jit(lambda o: sj.cross_entropy(o, labels))(o))
+  assert np.isnan(loss[1]) and np.all(np.isfinite(loss[[0, 2]]))
+  grad = np.asarray(jax.jit(jax.grad(lambda o: sj.cross_entropy(o, labels, reduction="sum")))(o))
+  assert np.all(np.isnan(grad[1])) and np.all(np.isfinite(grad[[0, 2]]))

@@ -328,3 +328,24 @@ def test_law_temperature_limits(x):
   assert cold[np.argmax(x)] > 0.999
   hot = np.asarray(sj.softmax(jnp.asarray(x), temperature=1e7))
   np.testing.assert_allclose(hot, 1 / x.size, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_classes", [3, 4096])
+def test_a_nan_logit_makes_its_row_nan(num_classes):
+  # NaN in, NaN out, as in jax.nn and PyTorch: never a silent 0 or −inf. At 4096 classes XLA:CPU's
+  # fused max drops the NaN (it returns the max of the rest, or −inf), so this also checks that the
+  # row's NaN does not depend on the max carrying it.
+  x = np.random.default_rng(num_classes).normal(size=(3, num_classes)).astype(np.float32)
+  x[1, 1] = np.nan
+  for fn in (sj.softmax, sj.log_softmax, sj.logsumexp):
+    out = np.asarray(jax.jit(fn)(x))
+    assert np.all(np.isnan(out[1])), fn.__name__
+    assert np.all(np.isfinite(out[[0, 2]])), fn.__name__
+  for fn in (sj.logsumexp, lambda v: sj.softmax(v)[..., 0], lambda v: sj.log_softmax(v)[..., 0]):
+    g = np.asarray(jax.jit(jax.grad(lambda v, fn=fn: jnp.sum(fn(v))))(x))
+    assert np.all(np.isnan(g[1])) and np.all(np.isfinite(g[[0, 2]]))
+  # A masked NaN is not part of the row.
+  where = np.ones_like(x, bool)
+  where[1, 1] = False
+  np.testing.assert_allclose(np.asarray(jax.jit(sj.softmax)(x, where=where))[1].sum(), 1,
+                             rtol=1e-5)
