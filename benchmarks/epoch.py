@@ -5,7 +5,8 @@ Command:
   python -m benchmarks.epoch                     # 60,000 × 784, 10 classes, batch 256, SGD
 
 On Fashion-MNIST-shaped synthetic data, in one process, the median of ``--repeats`` epochs after
-a warm-up epoch (compile time apart) of:
+a warm-up epoch (compile time apart; ``scan``, ``per-step`` and ``bound`` timed in turn, round by
+round) of:
 
 * ``scan``: :func:`softmax_jax.train.train_epoch`, the whole epoch one compiled ``lax.scan``;
 * ``per-step``: the same shuffle, then the same jitted ``train_step`` called from Python once per
@@ -32,6 +33,7 @@ from absl import logging
 
 import softmax_jax as sj
 from benchmarks.timing import REPEATS
+from benchmarks.timing import interleaved_median_seconds
 from benchmarks.timing import median_seconds
 from benchmarks.timing import torch_device
 from benchmarks.timing import torch_synchronized
@@ -93,10 +95,11 @@ def main(argv):
     jax.block_until_ready(fwd(x, W))
     jax.block_until_ready(bwd(x, G))
 
-  rows = {"scan": median_seconds(scan_epoch, reps)}
-  state[0] = fresh()
-  rows["per-step"] = median_seconds(python_loop, reps)
-  rows["bound"] = median_seconds(two_passes, reps)
+  # In turn, round by round, so that the machine's slow spells hit the epoch and its bound alike.
+  no_args = tuple
+  rows = interleaved_median_seconds({"scan": (scan_epoch, no_args),
+                                     "per-step": (python_loop, no_args),
+                                     "bound": (two_passes, no_args)}, reps)
   torch_s = None
   try:
     import torch
