@@ -160,6 +160,16 @@ def test_lbfgs_without_penalty_with_a_dead_feature():
     assert _max_abs(solve.gradient(params, x, y, l2=0.0)) <= 1e-9
 
 
+@pytest.mark.parametrize("method", ["newton", "lbfgs"])
+def test_max_iter_zero_reports_the_start(digits, method):
+  # W = 0, b = 0: every class has probability 1/10, so J = log 10 and nothing moves.
+  params, info = solve.fit_exact(digits.x_train, digits.y_train, l2=1e-3, method=method,
+                                 max_iter=0)
+  assert info.iterations == 0 and not info.converged
+  assert info.objective == pytest.approx(np.log(10), rel=1e-14)
+  np.testing.assert_array_equal(params.W, 0)
+
+
 def test_default_method_by_problem_size():
   assert solve.default_method(1437, 64, 10) == "newton"  # the digits: P = 650
   assert solve.default_method(60000, 784, 10) == "lbfgs"  # MNIST: P = 7,850
