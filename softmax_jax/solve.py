@@ -174,17 +174,17 @@ def _value(theta_DxC, xt_NxD, y_N, l2):
   return ce + 0.5 * l2 * jnp.sum(jnp.square(_weights_only(theta_DxC)))
 
 
-def _value_and_grad(theta_DxC, xt_NxD, y_N, l2, *, xtT_DxN=None):
+def _value_and_grad(theta_DxC, xt_NxD, xtT_DxN, y_N, l2):
   """``J`` and its closed-form gradient ``X̃ᵀ(softmax(O) − Y)/n + λ[W; 0]``.
 
-  ``xtT_DxN``, a row-major copy of ``X̃ᵀ``, makes ``X̃ᵀ·G`` a plain product: on a CPU, 2× faster
-  than contracting ``X̃`` over its rows.
+  ``xtT_DxN`` is a row-major copy of ``X̃ᵀ`` (:func:`_prepare`): it makes ``X̃ᵀ·G`` a plain
+  product, on a CPU 2× faster than contracting ``X̃`` over its rows.
   """
   o_NxC = _precision.dot(xt_NxD, theta_DxC)
   w_DxC = _weights_only(theta_DxC)
   value = cross_entropy(o_NxC, y_N, reduction="mean") + 0.5 * l2 * jnp.sum(jnp.square(w_DxC))
   g_NxC = cross_entropy_grad(o_NxC, y_N)
-  xtg_DxC = _precision.dot(xt_NxD.T if xtT_DxN is None else xtT_DxN, g_NxC)
+  xtg_DxC = _precision.dot(xtT_DxN, g_NxC)
   return value, xtg_DxC / xt_NxD.shape[0] + l2 * w_DxC
 
 
@@ -273,11 +273,11 @@ def _newton(theta0_DxC, xt_NxD, xtT_DxN, y_N, l2, tol, max_iter, *, chunk: int):
   def body(state):
     it, theta, value, grad, _ = state
     theta, ok = newton_step(theta, value, grad)
-    value, grad = _value_and_grad(theta, xt_NxD, y_N, l2, xtT_DxN=xtT_DxN)
+    value, grad = _value_and_grad(theta, xt_NxD, xtT_DxN, y_N, l2)
     return it + ok.astype(jnp.int32), theta, value, grad, ok
 
   theta0_DxC = _center(theta0_DxC)
-  value, grad = _value_and_grad(theta0_DxC, xt_NxD, y_N, l2, xtT_DxN=xtT_DxN)
+  value, grad = _value_and_grad(theta0_DxC, xt_NxD, xtT_DxN, y_N, l2)
   it, theta, value, grad, _ = jax.lax.while_loop(
       keep_going, body, (jnp.zeros((), jnp.int32), theta0_DxC, value, grad, jnp.array(True)))
   return theta, value, _max_abs(grad), it
@@ -315,7 +315,7 @@ def _lbfgs(theta0_DxC, xt_NxD, xtT_DxN, y_N, l2, tol, max_iter, *, memory_size: 
   dtype = xt_NxD.dtype
 
   def value_and_grad(theta_P):
-    value, grad = _value_and_grad(theta_P.reshape(d1, q), xt_NxD, y_N, l2, xtT_DxN=xtT_DxN)
+    value, grad = _value_and_grad(theta_P.reshape(d1, q), xt_NxD, xtT_DxN, y_N, l2)
     return value, grad.reshape(size)
 
   def descent(grad, s_MxP, y_MxP, gamma):
