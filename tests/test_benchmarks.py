@@ -23,6 +23,8 @@ def test_epoch_benchmark_runs(capsys):
 
 def test_solve_benchmark_runs(capsys):
   from benchmarks import solve
-  out = _run(solve, capsys, synthetic=False, repeats=5)
-  newton = [l for l in out.splitlines() if "newton" in l]
-  assert newton and abs(float(newton[0].split()[4])) < 1e-6  # same optimum as scikit-learn
+  out = _run(solve, capsys, synthetic=False, repeats=5, sklearn_repeats=1)
+  rows = [l.split() for l in out.splitlines() if " newton " in l or " lbfgs " in l]
+  assert [r[0] + r[-11] for r in rows] == ["digitsnewton", "digitslbfgs"] * 2  # split, then all
+  assert abs(float(rows[0][4])) < 1e-6  # the split: the same optimum as scikit-learn
+  assert all(float(r[-5].rstrip("s")) > 0 and float(r[-4].rstrip("s")) > 0 for r in rows)
