@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from softmax_jax import _validation as v
+
 
 def _check(probs: ArrayLike, labels: ArrayLike, num_bins: Any) -> tuple[jax.Array, jax.Array]:
   if not isinstance(num_bins, int) or num_bins < 1:
@@ -28,6 +30,10 @@ def _check(probs: ArrayLike, labels: ArrayLike, num_bins: Any) -> tuple[jax.Arra
                      f"{labels.shape}.")
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"labels must be integer class ids; got dtype {labels.dtype}.")
+  # A NaN would be binned as if nothing happened (XLA:CPU's fused max drops it in long rows) or
+  # poison every bin, which the ECE's skipping of empty bins would then hide: refuse it.
+  v.check_all(jnp.isfinite(probs), probs, "probs must be finite; got {value} at index {index} "
+                                          "({count} non-finite entries).")
   return probs, labels
 
 
@@ -47,9 +53,15 @@ def bin_sums(confidence_B: jax.Array, correct_B: jax.Array, mask_B: jax.Array, *
     num_bins: equal-width bins on [0, 1]; a confidence of 1 falls in the last.
 
   Returns:
-    ``bin_count``, ``bin_confidence`` and ``bin_correct``, each of shape ``[num_bins]``.
+    ``bin_count``, ``bin_confidence`` and ``bin_correct``, each of shape ``[num_bins]``. A kept
+    example whose confidence is not finite (the row of a NaN logit) makes ``bin_confidence``
+    NaN (in its bin, at least), so the ECE is NaN; a masked example's confidence is never read.
   """
   dtype = confidence_B.dtype
+  # The max of a NaN row is NaN, or −inf where XLA:CPU's fused max drops the NaN (long rows): both
+  # become NaN, so that the ECE is NaN, never ±inf (nor a finite number).
+  confidence_B = jnp.where(mask_B, jnp.where(jnp.isfinite(confidence_B), confidence_B, jnp.nan),
+                           0)
   bins = jnp.clip((confidence_B * num_bins).astype(jnp.int32), 0, num_bins - 1)
   in_bin_BxK = (bins[:, None] == jnp.arange(num_bins)[None, :]) & mask_B[:, None]
   w_BxK = in_bin_BxK.astype(dtype)
@@ -69,6 +81,10 @@ def reliability_bins(probs: ArrayLike, labels: ArrayLike, *, num_bins: int = 15)
   Returns:
     NumPy arrays of shape ``[num_bins]``: ``count``, ``confidence`` (mean, NaN for an empty bin),
     ``accuracy`` (NaN for an empty bin), and ``edges`` of shape ``[num_bins + 1]``.
+
+  Raises:
+    ValueError: an entry of ``probs`` is NaN or ±inf (the message names the first), or
+      ``num_bins`` is not a positive int.
   """
   probs, labels = _check(probs, labels, num_bins)
   confidence = jnp.max(probs, -1)
@@ -95,6 +111,9 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, *, num_bins:
 
   Returns:
     ECE in [0, 1], as a Python float.
+
+  Raises:
+    ValueError: as :func:`reliability_bins` (a NaN or infinite probability, a bad ``num_bins``).
   """
   bins = reliability_bins(probs, labels, num_bins=num_bins)
   n = bins["count"].sum()

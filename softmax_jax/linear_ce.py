@@ -283,8 +283,10 @@ def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
     if not cfg.filtered:
       dx_NxD, dW_DxK = update(dx_NxD)
     else:
-      # Cut Cross-Entropy's filter: skip the block if every |G| is below τ·max|c|.
-      small = jnp.max(jnp.abs(g_NxK)) < threshold
+      # Cut Cross-Entropy's filter: skip the block if every |G| is below τ·max|c|. Compared
+      # entry by entry, not as max|G| < τ·max|c|: XLA:CPU's fused max drops a NaN in a large
+      # block, which would skip a block of NaN gradients (and leave dx and dW finite).
+      small = jnp.all(jnp.abs(g_NxK) < threshold)
       dx_NxD, dW_DxK = lax.cond(
           small, lambda dx: (dx, jnp.zeros((x.shape[1], cfg.chunk), cdtype)), update, dx_NxD)
     dW_DxQ = write(dW_DxQ, dW_DxK, start, valid_K)

@@ -24,6 +24,10 @@ N_TRAIN, N_TEST, D, Q = 103, 37, 6, 5  # 103 and 37 are odd: every split needs p
 EPOCHS = 2
 TRAIN_KW = {"batch_size": 10, "l2": 0.01, "label_smoothing": 0.1}
 CP_N, CP_D, CP_Q = 13, 5, 10  # 10 classes over 4 shards: 3 per shard, 2 padding columns
+# A NaN logit in the class-parallel loss: q classes, shard_stats, where the NaN is (x or W).
+CP_NAN_CHUNK = {16: 3, 8192: 1000}  # chunked_shard_stats' chunk: 2 and 3 chunks per shard
+CP_NAN_CASES = [f"{q}-{stats}-{where}" for q in CP_NAN_CHUNK for stats in ("dense", "chunked")
+                for where in ("x", "W")]
 
 
 def problem():
@@ -38,6 +42,20 @@ def problem():
         "y": rng.integers(0, CP_Q, CP_N).astype(np.int32),
         "mask": rng.random(CP_N) < 0.8}
   return x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:], cp
+
+
+def cp_nan_problem(q, where):
+  """x (4, 8), W (8, q), b, labels with one NaN: in row 1 of x, or in column q/2 + 1 of W."""
+  rng = np.random.default_rng(q)
+  x = rng.normal(size=(4, 8)).astype(np.float32)
+  W = (0.3 * rng.normal(size=(8, q))).astype(np.float32)
+  b = rng.normal(size=q).astype(np.float32)
+  y = rng.integers(0, q, 4).astype(np.int32)
+  if where == "x":
+    x[1, 2] = np.nan
+  else:
+    W[3, q // 2 + 1] = np.nan
+  return x, W, b, y
 
 
 def dataset():
@@ -136,6 +154,21 @@ def run_devices():
 
   def plain(x, W, b):
     return parallel.class_parallel_cross_entropy(x, W, b, cp["y"], mesh=cmesh)
+
+  # A NaN logit: its rows' losses (and the mean) and gradients must be NaN, the others exact.
+  out["cp_nan"] = {}
+  for case in CP_NAN_CASES:
+    q, stats, where = case.split("-")
+    x, W, b, y = cp_nan_problem(int(q), where)
+    stats = (parallel.dense_shard_stats if stats == "dense"
+             else parallel.chunked_shard_stats(CP_NAN_CHUNK[int(q)]))
+    loss = functools.partial(parallel.class_parallel_cross_entropy, labels=y, mesh=cmesh,
+                             shard_stats=stats)
+    none, (mean, (dx, dW, db)) = jax.jit(lambda x, W, b, loss=loss: (
+        loss(x, W, b, reduction="none"), jax.value_and_grad(loss, (0, 1, 2))(x, W, b)))(x, W, b)
+    out["cp_nan"][case] = {"none": _list(none), "mean": float(mean), "dx": _list(dx),
+                           "dW_nan": float(np.isnan(dW).mean()),
+                           "db_nan": float(np.isnan(db).mean())}
 
   args = (cp["x"], cp["W"], cp["b"])
   out["cp_forward_collectives"] = _collectives(jax.jit(plain).lower(*args).as_text())

@@ -155,6 +155,32 @@ def test_out_of_range_label_under_plain_jit_is_nan_not_clamped():
   assert "class ids in [0, 37)" in str(err.get())
 
 
+@pytest.mark.parametrize("filter_eps", [None, 1e30], ids=["exact", "filtered"])
+@pytest.mark.parametrize("nan_in", ["x", "W"])
+@pytest.mark.parametrize("q,chunk_size", [(16, 5), (8192, 3000)])
+def test_a_nan_logit_makes_its_loss_and_gradients_nan(q, chunk_size, nan_in, filter_eps):
+  # A NaN in x makes one row's logits NaN; one in a column of W, one logit of every row. At 8192
+  # classes XLA:CPU's fused max drops a NaN, so neither the online log-sum-exp nor the gradient
+  # filter may rely on it: at τ = 1e30 the filter skips every block of finite gradients, and a
+  # block with a NaN gradient must not pass for one.
+  x, W, b, labels, _, _ = _problem(seed=q, n=4, d=8, q=q, scale=0.3)
+  x = x.at[1, 2].set(jnp.nan) if nan_in == "x" else x
+  W = W.at[3, q // 2 + 1].set(jnp.nan) if nan_in == "W" else W
+
+  def outputs(loss_fn):
+    none = lambda x, W, b: loss_fn(x, W, b, reduction="none")  # noqa: E731
+    return jax.jit(lambda x, W, b: (none(x, W, b), loss_fn(x, W, b, reduction="mean"),
+                                    jax.grad(lambda *a: jnp.sum(none(*a)), (0, 1, 2))(x, W, b)))(
+                                        x, W, b)
+
+  got = outputs(functools.partial(linear_cross_entropy, labels=labels, chunk_size=chunk_size,
+                                  filter_eps=filter_eps))
+  want = outputs(lambda x, W, b, reduction: _dense(x, W, b, labels, reduction=reduction))
+  rows = [1] if nan_in == "x" else [0, 1, 2, 3]
+  assert np.all(np.isnan(np.asarray(want[0])[rows])) and np.isnan(want[1])
+  _assert_close(got, want)  # NaN exactly where the dense loss has it; the rest equal
+
+
 # ----------------------------------------------------------------------------------------------
 # Memory: no n × q array anywhere
 # ----------------------------------------------------------------------------------------------

@@ -81,3 +81,41 @@ def test_calibration_bad_input():
     calibration.reliability_bins(jnp.ones((2, 2)) / 2, jnp.zeros(3, int))
   with pytest.raises(TypeError, match="float32"):
     calibration.reliability_bins(jnp.ones((2, 2)) / 2, jnp.zeros(2))
+
+
+@pytest.mark.parametrize("num_classes", [3, 4096])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_ece_rejects_non_finite_probs(num_classes, bad):
+  # Not a finite ECE: a NaN used to poison every bin, whose NaN the ECE then skipped (0.0); at 4096
+  # classes XLA:CPU's fused max drops it (the ECE of the other entries, or 3.6e307).
+  probs = np.full((3, num_classes), 1 / num_classes, np.float32)
+  probs[1, -1] = bad
+  with pytest.raises(ValueError, match=rf"probs must be finite; got {bad} at index \[\s*1 "):
+    calibration.expected_calibration_error(probs, np.zeros(3, int))
+
+
+def test_bin_sums_keep_a_kept_nan_and_ignore_masked_rows():
+  # NaN, not ±inf, in the bins of a kept bad row (so the ECE is NaN). −inf is what XLA:CPU's
+  # fused max makes of a NaN row of probabilities.
+  confidence = jnp.array([0.3, jnp.nan, -jnp.inf, 0.9])
+  correct = jnp.array([True, False, True, False])
+  f = jax.jit(lambda mask: calibration.bin_sums(confidence, correct, mask, num_bins=2))
+  sums = f(jnp.array([True, False, False, True]))
+  np.testing.assert_array_equal(sums["bin_count"], [1, 1])
+  np.testing.assert_allclose(sums["bin_confidence"], [0.3, 0.9])
+  np.testing.assert_array_equal(sums["bin_correct"], [1, 0])
+  for kept in (1, 2):
+    sums = f(jnp.arange(4) != 3 - kept)  # row `kept` counts, the other bad row is masked
+    assert np.any(np.isnan(sums["bin_confidence"])) and not np.any(np.isinf(sums["bin_confidence"]))
+
+
+@pytest.mark.parametrize("num_classes", [16, 4096])
+def test_a_nan_logit_makes_evaluate_ece_nan(num_classes):
+  # At 4096 classes the NaN row's confidence max_j p_j came out −inf and the ECE +inf.
+  rng = np.random.default_rng(num_classes)
+  x = rng.normal(size=(6, 8)).astype(np.float32)
+  x[1, 2] = np.nan
+  params = sj.Params(jnp.asarray(rng.normal(size=(8, num_classes)), jnp.float32),
+                     jnp.zeros(num_classes))
+  got = sj.train.evaluate(params, x, rng.integers(0, num_classes, 6), batch_size=4)
+  assert np.isnan(got["ece"]) and np.isnan(got["loss"])

@@ -383,6 +383,29 @@ def test_class_parallel_per_example_losses(devices):
   np.testing.assert_allclose(devices["cp_none"], want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("case", worker.CP_NAN_CASES)
+def test_class_parallel_a_nan_logit_makes_its_loss_and_gradients_nan(devices, case):
+  # NaN in row 1 of x: that row's logits; in a column of W: one logit of every row, on one shard.
+  # At 8192 classes (2048 per shard) XLA:CPU's fused max may drop a NaN: the loss must not rely
+  # on the shard maxima (nor their pmax) to carry it.
+  q, _, where = case.split("-")
+  x, W, b, y = (jnp.asarray(a) for a in worker.cp_nan_problem(int(q), where))
+
+  def dense(x, W, b, reduction="mean"):
+    return sj.cross_entropy(x @ W + b[None, :], y, reduction=reduction)
+
+  want_none = np.asarray(dense(x, W, b, "none"))
+  want_dx, want_dW, want_db = jax.grad(dense, (0, 1, 2))(x, W, b)
+  assert np.isnan(want_none[1]) and np.isfinite(want_none[0]) == (where == "x")
+  got = devices["cp_nan"][case]
+  # assert_allclose: NaN exactly where the dense loss has it, the rest equal.
+  np.testing.assert_allclose(got["none"], want_none, rtol=1e-5, atol=1e-6)
+  assert np.isnan(got["mean"])
+  np.testing.assert_allclose(got["dx"], want_dx, rtol=1e-5, atol=1e-6)
+  # Every dW and db entry sums over the examples, one of which is NaN.
+  assert got["dW_nan"] == got["db_nan"] == np.isnan(want_dW).mean() == np.isnan(want_db).mean() == 1
+
+
 def test_class_parallel_forward_is_one_pmax_and_one_packed_psum(devices):
   # Forward: the pmax of the shard log-sum-exps and the psum of the stacked O(n) terms. Reverse
   # adds one psum, of ∂x over the class shards; ∂W and ∂b stay on their shards.
