@@ -485,7 +485,10 @@ def objective(params: Params, x: ArrayLike, y: ArrayLike, *, l2: ArrayLike) -> j
   if o.ndim != 2:
     raise ValueError(f"x must have shape (n, d); got {jnp.shape(x)}.")
   W = jnp.asarray(params.W)
-  return cross_entropy(o, y, reduction="mean") + 0.5 * l2 * jnp.sum(jnp.square(W))
+  # (λW)·W, not λ·W²: at λ = 0 the penalty and its gradient are 0 even where W² overflows (a
+  # weight of 3e38 in float32 gave a NaN objective and gradient), and for λ > 0 the gradient λW
+  # stays finite where 2W would overflow.
+  return cross_entropy(o, y, reduction="mean") + 0.5 * jnp.sum((l2 * W) * W)
 
 
 def gradient(params: Params, x: ArrayLike, y: ArrayLike, *, l2: ArrayLike) -> Params:
@@ -533,7 +536,10 @@ def hessian(params: Params, x: ArrayLike, *, l2: ArrayLike) -> jax.Array:
     l2: ``λ >= 0``.
 
   Returns:
-    Shape ``((d+1)·q, (d+1)·q)``, in the promoted dtype of ``params`` and ``x``.
+    Shape ``((d+1)·q, (d+1)·q)``, in the promoted dtype of ``params`` and ``x``. Its entries
+    scale as ``x²``: features whose square overflows (beyond 1.8e19 in float32) give ±inf, and
+    NaN in a row whose softmax saturates (``x²·p(1 − p)`` taken as ``x²p − (xp)²``). Extreme
+    logits from ``W`` and ``b`` (±3e38, −inf) are exact.
 
   References:
     Böhning, Multinomial logistic regression algorithm, 1992; Zhang et al., Dive into Deep

@@ -214,6 +214,34 @@ def test_gradient_equals_jax_grad(x64):
     np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("big", [1e4, 3e38])
+@pytest.mark.parametrize("route", ["W", "x"])
+def test_objective_gradient_and_hessian_at_extreme_logits(big, route):
+  # float32. Row 0's logits are [big, 0, −inf] (label 1: loss big, p − y = [1, −1, 0]); row 1's
+  # [0, 0, −inf] (label 0: loss log 2, p − y = [−½, ½, 0]). The −inf is class 2's bias.
+  # route "W": x = I and W[0, 0] = big; route "x": x[0, 0] = big and W[0, 0] = 1.
+  x = np.eye(2, dtype=np.float32)
+  W = np.zeros((2, 3), np.float32)
+  W[0, 0], x[0, 0] = (big, 1) if route == "W" else (1, big)
+  params = Params(jnp.asarray(W), jnp.array([0, 0, -np.inf], np.float32))
+  y = np.array([1, 0])
+  for l2 in (0.0, 0.5):
+    penalty = 0.5 * l2 * np.float64(W[0, 0]) ** 2  # inf in float32 for l2 > 0 and W = 3e38
+    want = np.float32((big + np.log(2)) / 2 + penalty) if penalty < 3e38 else np.inf
+    np.testing.assert_allclose(solve.objective(params, x, y, l2=l2), want, rtol=1e-6)
+    want_W = np.array([[big * 0.5 if route == "x" else 0.5, -x[0, 0] / 2, 0], [-0.25, 0.25, 0]])
+    want_W[0, 0] += l2 * W[0, 0]
+    want_b = [0.25, -0.25, 0]
+    for got in (solve.gradient(params, x, y, l2=l2),
+                jax.grad(solve.objective)(params, x, y, l2=l2)):  # autodiff: 0·inf was NaN
+      np.testing.assert_allclose(got.W, want_W, rtol=1e-6)
+      np.testing.assert_allclose(got.b, want_b, rtol=1e-6)
+  if route == "W":  # row 0 saturated: S₀ = 0; row 1, x̃ = [0, 1, 1]: S₁ = [[¼, −¼, 0], ...]/n
+    s1 = np.array([[0.25, -0.25, 0], [-0.25, 0.25, 0], [0, 0, 0]])
+    want_h = 0.5 * np.kron(np.array([[0, 0, 0], [0, 1, 1], [0, 1, 1]]), s1)
+    np.testing.assert_array_equal(solve.hessian(params, x, l2=0.0), want_h)
+
+
 # ----------------------------------------------------------------------------------------------
 # (3) the gauge
 # ----------------------------------------------------------------------------------------------
