@@ -34,6 +34,13 @@ def _check(probs: ArrayLike, labels: ArrayLike, num_bins: Any) -> tuple[jax.Arra
   # poison every bin, which the ECE's skipping of empty bins would then hide: refuse it.
   v.check_all(jnp.isfinite(probs), probs, "probs must be finite; got {value} at index {index} "
                                           "({count} non-finite entries).")
+  # A confidence outside [0, 1] was clipped into the first or last bin and counted: refuse it,
+  # allowing the rounding of a normalisation (exp of a normalised log-probability may be 1 + ulp).
+  if jnp.issubdtype(probs.dtype, jnp.floating):
+    tol = v.probability_tolerance(probs.dtype, probs.shape[1])
+    v.check_all((probs >= 0) & (probs <= 1 + tol), probs,
+                "probs must be probabilities in [0, 1]; got {value} at index {index} ({count} "
+                "such entries).")
   return probs, labels
 
 
@@ -83,8 +90,8 @@ def reliability_bins(probs: ArrayLike, labels: ArrayLike, *, num_bins: int = 15)
     ``accuracy`` (NaN for an empty bin), and ``edges`` of shape ``[num_bins + 1]``.
 
   Raises:
-    ValueError: an entry of ``probs`` is NaN or ±inf (the message names the first), or
-      ``num_bins`` is not a positive int.
+    ValueError: an entry of ``probs`` is NaN, ±inf or outside ``[0, 1]`` (the message names the
+      first), or ``num_bins`` is not a positive int.
   """
   probs, labels = _check(probs, labels, num_bins)
   confidence = jnp.max(probs, -1)
@@ -113,7 +120,8 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, *, num_bins:
     ECE in [0, 1], as a Python float.
 
   Raises:
-    ValueError: as :func:`reliability_bins` (a NaN or infinite probability, a bad ``num_bins``).
+    ValueError: as :func:`reliability_bins` (a NaN, infinite or out-of-range probability, a bad
+      ``num_bins``).
   """
   bins = reliability_bins(probs, labels, num_bins=num_bins)
   n = bins["count"].sum()

@@ -7,7 +7,8 @@ NaN for valid distributions, and the gradients are finite wherever the value is 
 the derivative of ``p log p`` is taken as 0, its value from the right being ``-inf``).
 
 Arguments are validated like soft labels: entries ``>= 0`` that sum to 1 along ``axis`` within a
-dtype tolerance (eagerly, or under :func:`softmax_jax.checked`).
+dtype tolerance (eagerly, or under :func:`softmax_jax.checked`). Unchecked, under a plain ``jit``,
+a NaN (or negative) entry makes its result NaN, never a finite number or ``±inf``.
 
 References:
   Shannon, A mathematical theory of communication, 1948; Cover & Thomas, Elements of Information
@@ -47,15 +48,22 @@ def _distribution(p: ArrayLike, axis: int, name: str) -> tuple[jax.Array, int]:
 
 
 def _safe_log(x: jax.Array) -> jax.Array:
-  """log x, with a gradient of 0 instead of inf/NaN at x = 0 (where the value is -inf)."""
-  pos = x > 0
-  return jnp.where(pos, jnp.log(jnp.where(pos, x, 1)), -jnp.inf)
+  """log x, with a gradient of 0 instead of inf/NaN at x = 0 (where the value is -inf).
+
+  Only ``x == 0`` is special-cased: a NaN (or, unchecked under ``jit``, a negative) ``x`` gives
+  NaN, never the ``-inf`` of an impossible event.
+  """
+  zero = x == 0
+  return jnp.where(zero, -jnp.inf, jnp.log(jnp.where(zero, 1, x)))
 
 
 def _p_times(p: jax.Array, log_x: jax.Array) -> jax.Array:
-  """p · log_x with 0 · (−inf) = 0; the inner where keeps the gradient at p = 0 finite."""
-  pos = p > 0
-  return jnp.where(pos, p * jnp.where(pos, log_x, 0), 0)
+  """p · log_x with 0 · (−inf) = 0; the inner where keeps the gradient at p = 0 finite.
+
+  Only ``p == 0`` contributes nothing: a NaN ``p`` makes the product NaN.
+  """
+  zero = p == 0
+  return jnp.where(zero, 0, p * jnp.where(zero, 0, log_x))
 
 
 def _pair(p: ArrayLike, q: ArrayLike, axis: int) -> tuple[jax.Array, jax.Array, int]:

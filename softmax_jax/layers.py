@@ -130,10 +130,14 @@ def _shape_error(layer: str, expected: str, got: dict[str, tuple[int, ...]]) -> 
 
 
 def pow2_exponent(x: jax.Array, axis: int = -1) -> jax.Array:
-  """``t >= 0`` with ``max|x|/2^t ∈ [1, 2)`` when ``max|x| > 1``, else ``t = 0`` (int, keepdims)."""
+  """``t >= 0`` with ``max|x|/2^t ∈ [1, 2)`` when ``max|x| > 1``, else ``t = 0`` (int, keepdims).
+
+  ``t = 0`` also when ``max|x|`` is ``inf`` or NaN (``frexp`` gives no exponent; an infinite
+  input is passed on unscaled, rather than doubled, which turned ``inf − 3e38`` into ``inf − inf``).
+  """
   m = lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
   _, e = jnp.frexp(m)  # m = f·2^e with f ∈ [0.5, 1)
-  return jnp.where(m > 1, e - 1, 0)
+  return jnp.where((m > 1) & (m < jnp.inf), e - 1, 0)
 
 
 def times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:

@@ -435,7 +435,9 @@ def multinomial_probit_monte_carlo(key: jax.Array, logits: ArrayLike, *,
      \qquad ε^{(s)} \sim N(0, I)
 
   A reference for :func:`multinomial_probit_log_probs` (standard error ``≤ 0.5/√S``); not
-  differentiable.
+  differentiable. The noise is added to the logits shifted by their row max, with the limits of
+  :func:`multinomial_probit_log_probs`: ``+inf`` logits share the mass, a row of only ``-inf``
+  has none (all 0), and a NaN logit makes its row NaN.
 
   Args:
     key: a PRNG key.
@@ -443,7 +445,8 @@ def multinomial_probit_monte_carlo(key: jax.Array, logits: ArrayLike, *,
     num_samples: ``S >= 1`` noise draws per example.
 
   Returns:
-    Probabilities of the shape of ``logits``, summing to 1 along the last axis.
+    Probabilities of the shape of ``logits``, summing to 1 along the last axis (see above for a
+    row with no mass or a NaN).
 
   References:
     Thurstone, A law of comparative judgment, 1927; Zhang et al., Dive into Deep Learning, §4.1.2.
@@ -458,6 +461,14 @@ def multinomial_probit_monte_carlo(key: jax.Array, logits: ArrayLike, *,
 @functools.partial(jax.jit, static_argnames=("num_samples",))
 def _mnp_mc(key, logits, *, num_samples):
   o = logits.astype(v.compute_dtype(logits.dtype))
+  # Shifted by the row max: unit noise added to logits near ±3e38 is below their ulp and was lost,
+  # so that tied classes all went to the first. In a row whose max is +inf, the +inf classes tie
+  # at 0 and the others are -inf.
+  m = jnp.max(o, axis=-1, keepdims=True)
+  z = jnp.where(m == jnp.inf, jnp.where(o == jnp.inf, 0.0, -jnp.inf),
+                o - jnp.where(jnp.isfinite(m), m, 0))
   noise = jax.random.normal(key, (num_samples, *o.shape), o.dtype)
-  wins = jax.nn.one_hot(jnp.argmax(o[None] + noise, axis=-1), o.shape[-1], dtype=o.dtype)
-  return jnp.mean(wins, axis=0)
+  wins = jax.nn.one_hot(jnp.argmax(z[None] + noise, axis=-1), o.shape[-1], dtype=o.dtype)
+  p = jnp.where(m > -jnp.inf, jnp.mean(wins, axis=0), 0)  # a row of -inf: no mass, no winner
+  # argmax picks a NaN as the winner; XLA:CPU's fused max may drop it from m: test the row.
+  return jnp.where(jnp.any(jnp.isnan(o), axis=-1, keepdims=True), jnp.nan, p)

@@ -142,12 +142,19 @@ def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array
   here, a multiplication by 1/T there), so tied maxima got 0.49998 and 0.50002 at T = 1e-3. The
   shifted maxima are exactly 0 before the division. Where ``x − max`` overflows (entries near
   ±3e38) the unshifted ``x/T − max/T`` is used, and a non-finite max is not shifted by.
+
+  The derivative in ``T``, ``dz/dT = −z/T``, is attached as ``z·(T₀/T)`` (``T₀ = T`` held
+  constant, so the value is unchanged) where ``z`` is finite, and not at all where it is ``±inf``
+  (a class of probability 0, or the ``+inf`` limit, both constant in ``T``): differentiating the
+  divisions there gave ``0·inf = NaN`` for a traced ``T`` at logits of ``±3e38``.
   """
   m = jnp.max(x if mask is None else jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
   m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+  t0 = jax.lax.stop_gradient(temperature)
   d = x - m
-  return jnp.where(jnp.isfinite(d) | ~jnp.isfinite(x), d / temperature,
-                   x / temperature - m / temperature)
+  z = jnp.where(jnp.isfinite(d) | ~jnp.isfinite(x), d / t0, x / t0 - m / t0)
+  finite = jnp.isfinite(z)
+  return jnp.where(finite, jnp.where(finite, z, 0) * (t0 / temperature), z)
 
 
 @functools.partial(jax.jit, static_argnames=("row_fn", "axis", "keep_axis", "scaled"))

@@ -50,6 +50,14 @@ def _positive_float(value: Any, name: str) -> float:
   return float(value)
 
 
+def _quotient(a: float, b: float, what: str) -> float:
+  """``a / b`` for positive finite floats; ``ValueError`` if it is not a positive finite float."""
+  q = a / b
+  if not (math.isfinite(q) and q > 0):
+    raise ValueError(f"{what} = {a!r} / {b!r} is not a positive finite float64 (it is {q!r}).")
+  return q
+
+
 def power_to_temperature(alpha: float, *, temperature: float = 1.0) -> float:
   r"""The temperature of ``Q ∝ P^α`` when ``P`` is a softmax at ``temperature``: ``T / α``.
 
@@ -64,12 +72,14 @@ def power_to_temperature(alpha: float, *, temperature: float = 1.0) -> float:
     argmax) and ``α → 0`` is ``T → ∞`` (uniform).
 
   Raises:
-    ValueError, TypeError: ``alpha`` or ``temperature`` not a positive finite number.
+    ValueError, TypeError: ``alpha`` or ``temperature`` not a positive finite number, or a
+      quotient ``T / α`` that overflows to ``inf`` or underflows to 0 in float64.
 
   References:
     Zhang et al., Dive into Deep Learning, §4.1.5, exercise 7.
   """
-  return _positive_float(temperature, "temperature") / _positive_float(alpha, "alpha")
+  return _quotient(_positive_float(temperature, "temperature"), _positive_float(alpha, "alpha"),
+                   "temperature / alpha")
 
 
 def temperature_to_power(new_temperature: float, *, temperature: float = 1.0) -> float:
@@ -78,10 +88,12 @@ def temperature_to_power(new_temperature: float, *, temperature: float = 1.0) ->
   The inverse of :func:`power_to_temperature`: ``temperature_to_power(2.0)`` is ``0.5``.
 
   Raises:
-    ValueError, TypeError: either temperature not a positive finite number.
+    ValueError, TypeError: either temperature not a positive finite number, or a quotient that
+      overflows to ``inf`` or underflows to 0 in float64.
   """
-  return _positive_float(temperature, "temperature") / _positive_float(
-      new_temperature, "new_temperature")
+  return _quotient(_positive_float(temperature, "temperature"),
+                   _positive_float(new_temperature, "new_temperature"),
+                   "temperature / new_temperature")
 
 
 def power_distribution(p: ArrayLike, *, alpha: ArrayLike, axis: int = -1) -> jax.Array:
@@ -128,7 +140,7 @@ def power_distribution(p: ArrayLike, *, alpha: ArrayLike, axis: int = -1) -> jax
 @functools.partial(jax.jit, static_argnames=("axis",))
 def _power_distribution(p, alpha, *, axis):
   p32 = p.astype(v.compute_dtype(p.dtype))
-  support = p32 > 0
+  support = p32 != 0  # a NaN (unchecked under jit) stays in, and makes its row NaN
   # log 0 = −inf is left out by the mask (not multiplied by α), so that its gradient is 0, not
   # 0·inf = NaN; log is evaluated at 1 there.
   scaled = alpha * jnp.log(jnp.where(support, p32, 1))
@@ -162,7 +174,7 @@ def _scaled_log_probs(logits: jax.Array, beta: jax.Array) -> jax.Array:
   reverse-mode derivative finite even where ``β·z`` overflows to ``−inf``.
   """
   z = log_softmax(logits)
-  mask = z > -jnp.inf
+  mask = z != -jnp.inf  # NaN entries (a NaN logit's row) stay in: the NLL is NaN, not +inf
   return log_softmax(jnp.where(mask, z, 0) * beta, where=mask)
 
 
@@ -173,7 +185,8 @@ def temperature_nll(logits: ArrayLike, labels: ArrayLike, *, temperature: ArrayL
 
   Differentiable in ``temperature`` (and the logits) to any order, with finite gradients at
   extreme logits (``±3e38``, ``−inf``). A true class of probability 0 at every ``T`` (its logit
-  ``−inf``, or finite while another is ``+inf``) gives an infinite NLL, not NaN.
+  ``−inf``, or finite while another is ``+inf``) gives an infinite NLL, not NaN; a NaN logit
+  (possible under ``jit``, where nothing is checked) gives a NaN NLL.
 
   Args:
     logits: shape ``[n, C]``, floating point.

@@ -326,6 +326,26 @@ class TestStability:
     assert not jnp.any(jnp.isnan(g)), g
 
 
+  @pytest.mark.parametrize("name,bad", [
+      (name, bad) for name in ("entropy", "surprisal", "cross_entropy_p", "cross_entropy_q",
+                               "kl_divergence_p", "kl_divergence_q")
+      for bad in (np.nan, -0.25) if (name, bad) != ("cross_entropy_p", -0.25)])  # no log of p
+  def test_bad_entry_under_plain_jit_gives_nan(self, name, bad):
+    # Unchecked (plain jit), a NaN probability, or a negative one whose log is taken, is not the
+    # 0 of an impossible event: its row is NaN, never a finite number or ±inf (it was 0.69 for
+    # entropy([nan, .5, .5]), +inf for surprisal(nan)). The other row is unaffected.
+    bad_rows = jnp.array([[bad, 0.5, 0.75], [0.25, 0.25, 0.5]], jnp.float32)
+    good = jnp.array([[0.2, 0.3, 0.5], [0.5, 0.25, 0.25]], jnp.float32)
+    fn = {"entropy": info.entropy, "surprisal": lambda p: info.surprisal(p)[:, 0],
+          "cross_entropy_p": lambda p: info.cross_entropy(p, good),
+          "cross_entropy_q": lambda q: info.cross_entropy(good, q),
+          "kl_divergence_p": lambda p: info.kl_divergence(p, good),
+          "kl_divergence_q": lambda q: info.kl_divergence(good, q)}[name]
+    out = np.asarray(jax.jit(fn)(bad_rows))
+    assert np.isnan(out[0]), out
+    assert np.isfinite(out[1]), out
+
+
 # ------------------------------------------------------------------------------------------------
 # Laws (hypothesis).
 # ------------------------------------------------------------------------------------------------

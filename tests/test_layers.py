@@ -278,6 +278,38 @@ def test_overflow_gives_inf_or_exact_cancellation_never_nan():
   assert not np.isnan(np.asarray(layers.phm_logits(phm, x))).any()
 
 
+def test_pow2_exponent_and_times_pow2_at_extremes():
+  # pow2_exponent: t >= 0 with max|x|/2^t in [1, 2), 0 when max|x| <= 1 or is not finite. A
+  # non-finite max gave t = −1, which doubled the other entries: inf − 3e38 became inf − inf.
+  x = np.array([[3e38], [-3e38], [1e4], [2.0], [1.5], [1.0], [0.0], [np.inf], [-np.inf],
+                [np.nan]], np.float32)
+  t = np.asarray(jax.jit(layers.pow2_exponent)(x))[:, 0]
+  np.testing.assert_array_equal(t, [127, 127, 13, 1, 0, 0, 0, 0, 0, 0])
+  # times_pow2 is exact, also where one factor 2^t alone would be subnormal or overflow.
+  xs = jnp.array([3e38, 3e38, 2.5e-38, 1.5, -1.0, 3e38], jnp.float32)
+  ts = jnp.array([-127, -128, 126, 127, -126, 1])
+  want = np.float32([3e38 / 2.0**127, 3e38 / 2.0**128, 2.5e-38 * 2.0**126, 1.5 * 2.0**127,
+                     -(2.0**-126), np.inf])  # 6e38: an honest overflow
+  np.testing.assert_array_equal(jax.jit(layers.times_pow2)(xs, ts), want)
+  # Its derivative in x is the constant 2^t (t is not differentiated).
+  tg = jnp.array([-126, -64, 126, 127])  # 2^t normal: XLA:CPU flushes subnormals to 0
+  g = jax.jit(jax.grad(lambda x: jnp.sum(layers.times_pow2(x, tg))))(xs[:4])
+  np.testing.assert_array_equal(g, np.float32([2.0**-126, 2.0**-64, 2.0**126, 2.0**127]))
+  check_grads(lambda x: layers.times_pow2(x, jnp.array([3, -2])), (jnp.array([1.5, -3.0]),),
+              order=2, modes=("fwd", "rev"))
+
+
+def test_infinite_inputs_give_the_infinite_limit():
+  # An infinite input with finite ±3e38 entries beside it: the exact ±inf, not NaN (the guard
+  # used to double the finite entries to inf, so that inf − inf met in a sum).
+  assert not np.isnan(np.asarray(layers.fwht(jnp.array([np.inf, 3e38])))).any()
+  np.testing.assert_array_equal(layers.fwht(jnp.array([[np.inf, 3e38], [-np.inf, 3e38]])),
+                                [[np.inf, np.inf], [-np.inf, -np.inf]])
+  params = sj.Params(W=jnp.array([[1.0, -2.0], [-1.0, 1.0]]), b=jnp.zeros(2))
+  np.testing.assert_array_equal(layers.dense_logits(params, jnp.array([np.inf, 3e38])),
+                                [np.inf, -np.inf])  # inf − 3e38 and −2·inf + 3e38
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 

@@ -432,6 +432,77 @@ def test_hessian_is_softmax_covariance(x64):
   np.testing.assert_allclose(h, 3.0 * sj.softmax_hessian(o), atol=1e-14)
 
 
+def _ref_softmax_hessian(o):
+  """diag(p) − ppᵀ per row, float64, with the limits of ``sj.softmax`` (±inf logits)."""
+  p = np.asarray(sj.softmax(jnp.asarray(o)), np.float64)  # float64 for float64 logits
+  return p[..., :, None] * (np.eye(p.shape[-1]) - p[..., None, :])
+
+
+def _grad_fns(dtype):
+  logits, ids = _problem(n=2, c=4, dtype=dtype)
+  _, soft = _problem(n=2, c=4, soft=True, dtype=dtype)
+  w = jnp.array([0.5, 2.0, 1.0, 3.0], dtype)
+  # jit: finite differences step the probability labels off the simplex, unchecked there.
+  hard = jax.jit(lambda o, w: sj.cross_entropy_grad(o, ids, class_weights=w, label_smoothing=0.2))
+  prob = jax.jit(lambda o, t: sj.cross_entropy_grad(o, t, label_smoothing=0.2))
+  return logits, ids, soft, w, hard, prob
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["ids-weights", "probs"])
+def test_cross_entropy_grad_check_grads(soft, x64):
+  logits, _, labels, w, hard, prob = _grad_fns(jnp.float64)
+  check_grads(prob if soft else hard, (logits, labels if soft else w), order=1,
+              modes=("fwd", "rev"))
+
+
+def test_cross_entropy_grad_derivative_is_the_hessian(x64):
+  # The derivative of the closed-form gradient: the Hessian Σv·(diag(p) − ppᵀ) in the logits,
+  # and (1−ε)(p 1ᵀ − I) in probability labels (∂G_i/∂t_j, G = p·Σv − v, v = (1−ε)t + ε/C).
+  logits, ids, soft, w, hard, prob = _grad_fns(jnp.float64)
+  total = 0.8 * np.asarray(w)[np.asarray(ids)] + 0.2 / 4 * float(jnp.sum(w))  # Σv per row
+  plain = jax.jit(lambda o: sj.cross_entropy_grad(o, ids))
+  for f, scale in ((plain, np.ones(2)), (lambda o: hard(o, w), total),
+                   (lambda o: prob(o, soft), np.ones(2))):
+    jac = jax.jit(jax.jacfwd(f))(logits)
+    for n in range(2):
+      np.testing.assert_allclose(jac[n, :, n], scale[n] * _ref_softmax_hessian(logits[n]),
+                                 atol=1e-14)
+      np.testing.assert_array_equal(np.delete(jac[n], n, axis=1), 0)  # rows are independent
+  p = np.asarray(sj.softmax(logits))
+  jac_t = jax.jit(jax.jacrev(prob, argnums=1))(logits, soft)
+  for n in range(2):
+    np.testing.assert_allclose(jac_t[n, :, n], 0.8 * (p[n][:, None] - np.eye(4)), atol=1e-14)
+
+
+def _grad_jacobians_at(rows, eps):
+  """∂G/∂o of cross_entropy_grad for each row and each label (rows × 3 examples), both modes."""
+  o = jnp.repeat(jnp.array(rows, jnp.float32), 3, axis=0)
+  labels = jnp.tile(jnp.arange(3), len(rows))
+  f = lambda o: sj.cross_entropy_grad(o, labels, label_smoothing=eps)  # noqa: E731
+  for jac in (jax.jacfwd, jax.jacrev):
+    got = np.asarray(jax.jit(jac(f))(o))
+    yield np.stack([got[n, :, n] for n in range(o.shape[0])]), o
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_cross_entropy_grad_derivative_at_extremes(eps):
+  # The Hessian of the loss at ±1e4, ±3e38, ±inf logits: finite and exact (0 where the softmax
+  # is one-hot, ¼ at a tie of two), in both modes, for every label.
+  rows = [[1e4, -1e4, 0.0], [3e38, -3e38, 0.0], [3e38, 3e38, -3e38], [-INF, 1.0, 2.0],
+          [INF, 0.0, 1.0], [1e4, 1e4 - 1, -INF]]
+  for got, o in _grad_jacobians_at(rows, eps):
+    assert np.all(np.isfinite(got)), got
+    np.testing.assert_allclose(got, _ref_softmax_hessian(o), atol=1e-7)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known, left alone: tied +inf logits give a zero second derivative in losses.py (the exp of "
+    "the clamped +inf entries is a constant), where sj.softmax_hessian gives the limit, ¼"))
+def test_cross_entropy_grad_derivative_at_tied_plus_inf_logits():
+  for got, o in _grad_jacobians_at([[INF, INF, -INF]], 0.0):
+    np.testing.assert_allclose(got, _ref_softmax_hessian(o), atol=1e-7)
+
+
 def test_backward_is_the_closed_form_where_autodiff_would_fail():
   """Plain autodiff of lse(o) − o_y gives NaN at a +inf logit; the closed form does not."""
   logits = jnp.array([[INF, 0.0, 1.0]])
@@ -488,6 +559,17 @@ def test_loss_beyond_float_range_is_inf_not_nan():
   assert out == INF
   g = jax.grad(sj.cross_entropy)(logits, jnp.array(1))
   np.testing.assert_array_equal(g, [1.0, -1.0])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known, left alone: −(ε/C)·Σ_c ls_c (and Σ v_c·ls_c for probability labels) overflows when "
+    "a row spans more than the float range, although ε/C times it does not"))
+def test_smoothing_when_a_row_spans_more_than_the_float_range():
+  # ε = 0.3, C = 3. [3e38, 3e38, −3e38], label 0: l = 0.7·log 2 + 0.1·(6e38 + 3·log 2) ≈ 6e37;
+  # [3e38, −3e38, 0], label 2: l = 0.7·3e38 + 0.1·(6e38 + 3e38) = 3e38. Both finite; got +inf.
+  o = jnp.array([[3e38, 3e38, -3e38], [3e38, -3e38, 0.0]])
+  np.testing.assert_allclose(sj.cross_entropy(o, jnp.array([0, 2]), label_smoothing=0.3),
+                             [6e37, 3e38], rtol=1e-6)
 
 
 def test_minus_inf_masked_classes():

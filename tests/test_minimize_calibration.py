@@ -1,5 +1,7 @@
 """Tests for softmax_jax.minimize (the generic optax loop) and softmax_jax.calibration."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,6 +94,30 @@ def test_ece_rejects_non_finite_probs(num_classes, bad):
   probs[1, -1] = bad
   with pytest.raises(ValueError, match=rf"probs must be finite; got {bad} at index \[\s*1 "):
     calibration.expected_calibration_error(probs, np.zeros(3, int))
+
+
+@pytest.mark.parametrize("bad", [3e38, 1.5, -0.25, -3e38])
+def test_ece_rejects_probabilities_outside_the_unit_interval(bad):
+  # Not clipped into the first or last bin (3e38 gave an ECE of 3e38): an error naming the value.
+  probs = np.array([[0.5, 0.5], [bad, 0.0], [0.25, 0.75]], np.float32)
+  with pytest.raises(ValueError, match=r"probs must be probabilities in \[0, 1\]; got "
+                                       + re.escape(str(np.float32(bad))) + r" at index \[1 0\]"):
+    calibration.expected_calibration_error(probs, np.zeros(3, int))
+
+
+def test_ece_at_the_extremes_of_the_unit_interval():
+  # Confidences of exactly 1 (a one-hot softmax of ±3e38 logits) fall in the last bin, the edge
+  # 0.5 in the upper of two, and 1 + a few ulps (exp of a normalised log-probability) is allowed.
+  probs = sj.softmax(jnp.array([[3e38, -3e38], [1e4, -1e4], [0.0, 0.0], [-jnp.inf, 0.0]]))
+  np.testing.assert_array_equal(probs, [[1, 0], [1, 0], [0.5, 0.5], [0, 1]])
+  bins = calibration.reliability_bins(probs, jnp.array([0, 1, 0, 1]), num_bins=2)
+  np.testing.assert_array_equal(bins["count"], [0, 4])
+  np.testing.assert_allclose(bins["confidence"][1], 3.5 / 4)
+  np.testing.assert_allclose(bins["accuracy"][1], 3 / 4)
+  assert calibration.expected_calibration_error(probs, jnp.array([0, 1, 0, 1]),
+                                                num_bins=2) == pytest.approx(0.125)
+  near_one = np.array([[np.nextafter(np.float32(1), np.float32(2)), 0.0]], np.float32)
+  assert calibration.expected_calibration_error(near_one, np.array([0])) < 1e-6
 
 
 def test_bin_sums_keep_a_kept_nan_and_ignore_masked_rows():

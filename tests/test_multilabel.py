@@ -59,6 +59,22 @@ def test_powerset_round_trip_by_hand():
   assert len(set(np.asarray(digit_ids).tolist())) == 8
 
 
+def test_powerset_and_digit_tags_at_integer_extremes():
+  # The widest powerset (30 tags: ids up to 2^30 − 1 in int32) round-trips; narrow unsigned and
+  # signed ids and labels are widened before the range checks, never wrapped (255 is not −1).
+  tags = jnp.ones((2, 30), jnp.int32).at[1, :29].set(0)
+  ids = jax.jit(multilabel.powerset_encode)(tags)
+  np.testing.assert_array_equal(ids, [2**30 - 1, 2**29])
+  np.testing.assert_array_equal(multilabel.powerset_decode(ids, num_tags=30), tags)
+  np.testing.assert_array_equal(multilabel.powerset_decode(jnp.array([255], jnp.uint8), num_tags=8),
+                                [[1] * 8])
+  with pytest.raises(ValueError, match=r"\[0, 1073741824\); got 1073741824"):
+    multilabel.powerset_decode(jnp.array([2**30]), num_tags=30)
+  for bad in (jnp.array([255], jnp.uint8), jnp.array([-128], jnp.int8)):
+    with pytest.raises(ValueError, match=f"got {int(bad[0])} at index"):
+      multilabel.digit_tags(bad)
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: multilabel.powerset_encode(jnp.array([[0, 2]])), ValueError, "0 or 1; got 2"),
     (lambda: multilabel.powerset_encode(jnp.array([[0.0, 1.0]])), TypeError, "float32"),

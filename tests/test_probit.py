@@ -1,5 +1,7 @@
 """Tests for softmax_jax.probit: log Φ, the binary probit loss and the multinomial probit."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,6 +122,28 @@ class TestProbitLoss:
     np.testing.assert_allclose(grad[:4], [1e4, -1e4, 3e38, -3e38], rtol=1e-6)
     assert jnp.all(grad[6:] == 0)
 
+  def test_log_likelihood_gradients(self, x64):
+    # probit_log_likelihood on its own: check_grads and the closed form (2y−1)·λ((2y−1)o).
+    logits = self.logits.astype(jnp.float64)
+    ll = jax.jit(lambda o: probit.probit_log_likelihood(o, self.labels, reduction="sum"))
+    check_grads(ll, (logits,), order=1, modes=("fwd", "rev"))
+    s = 2 * np.asarray(self.labels) - 1
+    so = s * np.asarray(logits)
+    np.testing.assert_allclose(jax.jit(jax.grad(ll))(logits),
+                               s * np.exp(norm.logpdf(so) - norm.logcdf(so)), rtol=1e-10)
+
+  def test_log_likelihood_extremes(self):
+    # As test_extremes: −5e7 at ∓1e4, −inf only beyond the float range, 0 when right.
+    o = jnp.array([1e4, -1e4, 3e38, -3e38, jnp.inf, -jnp.inf, 1e4, 3e38, jnp.inf], jnp.float32)
+    y = jnp.array([0, 1, 0, 1, 0, 1, 1, 1, 1])
+    value = jax.jit(probit.probit_log_likelihood)(o, y)
+    grad = jax.jit(jax.grad(lambda o: probit.probit_log_likelihood(o, y, reduction="sum")))(o)
+    assert not jnp.any(jnp.isnan(value)) and not jnp.any(jnp.isnan(grad))
+    np.testing.assert_allclose(value[:2], -5.000001e7, rtol=1e-6)
+    assert jnp.all(value[2:6] == -jnp.inf) and jnp.all(value[6:] == 0)
+    np.testing.assert_allclose(grad[:4], [-1e4, 1e4, -3e38, 3e38], rtol=1e-6)
+    assert jnp.all(grad[6:] == 0)
+
   def test_probit_and_logistic_agree_in_shape(self):
     # Φ(o) ≈ σ(1.702 o) (Bowling et al. 2009): the links differ by a rescaling of o; the losses
     # differ in the tail, quadratic for the probit (o²/2) and linear for the logistic.
@@ -230,6 +254,60 @@ def test_multinomial_gradients(x64):
   np.testing.assert_allclose([hess[0, 0, 0, 0], hess[1, 1, 1, 1]], lam * (s + lam) / 2,
                              rtol=1e-6)
   np.testing.assert_allclose(hess[0, 0, 0, 1], -hess[0, 0, 0, 0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("normalize,mode", [(False, "rev"), (True, "fwd")])
+def test_multinomial_log_probs_gradients(normalize, mode, x64):
+  # The log-probabilities themselves (every class, either normalisation), not only the loss.
+  logits = jnp.array([[0.5, -1.0, 2.0], [3.0, 0.0, -4.0]], jnp.float64)
+  f = jax.jit(lambda o: probit.multinomial_probit_log_probs(o, normalize=normalize))
+  check_grads(f, (logits,), order=1, modes=(mode,), atol=1e-6, rtol=1e-6)
+  # Normalised log-probabilities sum to 1 in probability: Σ_k p_k ∂log p_k/∂o = 0.
+  if normalize:
+    jac = jax.jacfwd(f)(logits)
+    p = np.exp(np.asarray(f(logits)))
+    for n in range(2):
+      np.testing.assert_allclose(p[n] @ jac[n, :, n], 0, atol=1e-12)
+
+
+def test_multinomial_log_probs_gradients_at_extremes():
+  # q = 2: log P(k) = log Φ((o_k − o_j)/√2), so ∂/∂o_k = λ(s)/√2 = −∂/∂o_j. At a gap of 1e4
+  # the loser's is 1e4/2 (λ(s) ≈ −s), the winner's 0; ±3e38 and ±inf rows are one-hot or a tie
+  # (constant: 0); −inf log-probabilities are constants too (0), as in sj.log_softmax.
+  o = jnp.array([[1e4, 0.0], [0.0, 1e4], [3e38, -3e38], [0.0, -jnp.inf], [jnp.inf, 0.0],
+                 [jnp.inf, jnp.inf], [1.0, -2.0]], jnp.float32)
+  s = 3 / np.sqrt(2)
+  lam = np.exp(norm.logpdf([s, -s]) - norm.logcdf([s, -s])) / np.sqrt(2)  # the last row
+  d = np.zeros((7, 2))  # ∂ log P(k) / ∂ o_k; ∂/∂o_j is its negative
+  d[0, 1] = d[1, 0] = 5000.0
+  d[6] = lam
+  for normalize, jac in ((False, jax.jacfwd), (True, jax.jacrev)):  # each path, each mode once
+    f = functools.partial(probit.multinomial_probit_log_probs, normalize=normalize)
+    got = np.asarray(jax.jit(jac(f))(o))
+    got = np.stack([got[n, :, n] for n in range(7)])  # [n, k, j] = ∂ log P(k | o_n) / ∂ o_nj
+    assert np.all(np.isfinite(got)), got
+    np.testing.assert_allclose(got[:, [0, 1], [0, 1]], d, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, [0, 1], [1, 0]], -d, rtol=1e-5, atol=1e-5)
+  log_p = probit.multinomial_probit_log_probs(o)
+  np.testing.assert_array_equal(log_p[2:5, 1], -jnp.inf)
+  np.testing.assert_allclose(log_p[5], [-np.log(2)] * 2, rtol=1e-6)
+
+
+def test_multinomial_monte_carlo_extremes():
+  # Ties near ±3e38 and at +inf split the mass (unit noise added to 3e38 is below its ulp, and
+  # every sample went to the first class); −inf classes and logits 6e38 behind never win; a row
+  # of −inf has no mass; a NaN logit makes its row NaN (argmax picked the NaN as the winner).
+  o = jnp.array([[3e38, 3e38, 0.0], [jnp.inf, jnp.inf, 0.0], [1e4, 1e4, -1e4], [3e38, -3e38, 0.0],
+                 [-jnp.inf, 0.0, 1.0], [-jnp.inf] * 3, [jnp.nan, 0.0, 1.0]], jnp.float32)
+  p = np.asarray(probit.multinomial_probit_monte_carlo(jax.random.key(2), o, num_samples=4000))
+  exact = np.exp(np.asarray(probit.multinomial_probit_log_probs(o[:6]), np.float64))
+  exact = np.where(np.isnan(exact), 0, exact)
+  np.testing.assert_allclose(p[:6], exact, atol=0.04)  # 5.5 standard errors of 0.5/√4000
+  np.testing.assert_array_equal(p[[0, 1, 2], 2], 0)
+  np.testing.assert_array_equal(p[3], [1, 0, 0])
+  np.testing.assert_array_equal(p[5], [0, 0, 0])
+  np.testing.assert_allclose(p[:5].sum(-1), 1, rtol=1e-6)
+  assert np.all(np.isnan(p[6]))
 
 
 def test_multinomial_extremes_no_nan():

@@ -349,3 +349,76 @@ def test_a_nan_logit_makes_its_row_nan(num_classes):
   where[1, 1] = False
   np.testing.assert_allclose(np.asarray(jax.jit(sj.softmax)(x, where=where))[1].sum(), 1,
                              rtol=1e-5)
+
+
+def _ref_softmax_hessian_grad(x):
+  """∂H_ij/∂x_k of H = diag(p) − ppᵀ, float64: δ_ij p'_ik − p'_ik p_j − p_i p'_jk, p'_ik = ∂p_i/∂x_k."""
+  p = ref_softmax(x)
+  eye = np.eye(p.size)
+  dp = p[:, None] * (eye - p[None, :])
+  return (eye[:, :, None] * dp[:, None, :] - dp[:, None, :] * p[None, :, None]
+          - p[:, None, None] * dp[None, :, :])
+
+
+def test_softmax_hessian_gradient(x64):
+  # The third derivative of logsumexp, against check_grads and its closed form.
+  x = jax.random.normal(jax.random.PRNGKey(8), (2, 4), jnp.float64) * 2
+  check_grads(jax.jit(sj.softmax_hessian), (x,), order=1, modes=("fwd", "rev"))
+  for jac in (jax.jacfwd, jax.jacrev):
+    np.testing.assert_allclose(jax.jit(jac(sj.softmax_hessian))(x[1]),
+                               _ref_softmax_hessian_grad(np.asarray(x[1])), atol=1e-14)
+
+
+@pytest.mark.parametrize("row", [[1e4, -1e4, 0.0], [3e38, -3e38, 0.0], [3e38, 3e38, -INF],
+                                 [1e4, 1e4 - 1, -3e38], [INF, 0.0, 1.0], [INF, INF, -INF]])
+def test_softmax_hessian_gradient_at_extremes(row):
+  # A one-hot softmax is constant to every order (zero gradient); a tie is not.
+  x = jnp.array(row, jnp.float32)
+  want = _ref_softmax_hessian_grad(np.array(row))
+  for jac in (jax.jacfwd, jax.jacrev):
+    got = np.asarray(jax.jit(jac(sj.softmax_hessian))(x))
+    assert np.all(np.isfinite(got)), got
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [sj.softmax, sj.log_softmax])
+def test_check_grads_in_temperature(fn, x64):
+  # A traced T (as calibration learns it); x's derivatives at T = 0.7 are test_check_grads_order_2.
+  x = jax.random.normal(jax.random.PRNGKey(9), (3, 4), jnp.float64) * 2
+  # Forward mode: test_temperature_gradient_at_extreme_logits, against the closed form.
+  check_grads(jax.jit(lambda t: fn(x, temperature=t)), (jnp.float64(0.7),), order=2,
+              modes=("rev",))
+
+
+def _ref_temperature_jacobian(x, t):
+  """d softmax(x/T)/dT and d log_softmax(x/T)/dT, float64, each (N, C).
+
+  A log-probability beyond the float32 range is −inf there, a constant: its derivative is 0.
+  """
+  x = np.asarray(x, np.float64)
+  ls = ref_log_softmax(x / t)
+  p = np.exp(ls)
+  with np.errstate(invalid="ignore"):
+    dz = -(x - x.max(-1, keepdims=True)) / t**2  # d((x_i − max)/T)/dT; +inf for x_i = −inf
+    d_ls = dz - np.sum(np.where(p > 0, p * dz, 0), -1, keepdims=True)
+  d_ls = np.where(np.abs(ls) <= np.finfo(np.float32).max, d_ls, 0)
+  return p * d_ls, d_ls
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0, 2.0])
+def test_temperature_gradient_at_extreme_logits(t):
+  # A traced temperature, differentiated at ±1e4, ±3e38 and −inf logits: the exact derivative, not
+  # the 0·inf = NaN of differentiating (x − max)/T where x − max overflows. Classes of
+  # probability 0 are constant in T (their log-probability −inf, or finite, still has the
+  # derivative of the limit they are in: 0).
+  x = np.array([[3e38, -3e38, 0.0], [1e4, -1e4, 0.0], [-INF, 1.0, 2.0], [3e38, 3e38, -3e38],
+                [1e4, 1e4 - 3, 0.0]], np.float32)
+  want_p, want_ls = _ref_temperature_jacobian(x, t)
+  for fn, want in ((sj.softmax, want_p), (sj.log_softmax, want_ls)):
+    got = np.asarray(jax.jit(jax.jacrev(lambda t, fn=fn: fn(jnp.asarray(x), temperature=t)))(
+        jnp.float32(t)))
+    assert not np.any(np.isnan(got)), (fn.__name__, got)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=fn.__name__)
+    fwd = np.asarray(jax.jacfwd(lambda t, fn=fn: fn(jnp.asarray(x), temperature=t))(
+        jnp.float32(t)))
+    np.testing.assert_allclose(fwd, want, rtol=1e-5, atol=1e-6, err_msg=fn.__name__)

@@ -48,6 +48,22 @@ def test_power_to_temperature_rejects_non_numbers():
 # --- power_distribution -------------------------------------------------------------------------
 
 
+def test_power_to_temperature_extremes():
+  # Exact quotients at the float32 maximum and tiny powers; a quotient outside float64 (inf, or
+  # 0, neither a temperature) raises instead of being returned.
+  assert tm.power_to_temperature(3e38) == 1 / 3e38
+  assert tm.power_to_temperature(1e-30, temperature=3e38) == 3e38 / 1e-30
+  assert tm.temperature_to_power(3e38, temperature=3e38) == 1.0
+  with pytest.raises(ValueError, match=r"temperature / new_temperature = 1\.0 / 5e-324 .* inf"):
+    tm.temperature_to_power(5e-324)  # the smallest subnormal: T' is valid, T / T' overflows
+  with pytest.raises(ValueError, match=r"temperature / alpha = 1e\+300 / 1e-300 .* inf"):
+    tm.power_to_temperature(1e-300, temperature=1e300)
+  with pytest.raises(ValueError, match=r"temperature / alpha = 1e-300 / 1e\+300 .* 0\.0"):
+    tm.power_to_temperature(1e300, temperature=1e-300)
+  with pytest.raises(ValueError, match=r"temperature / new_temperature .* 0\.0"):
+    tm.temperature_to_power(1e300, temperature=1e-300)
+
+
 def test_power_distribution_hand_values():
   power = jax.jit(functools.partial(tm.power_distribution, alpha=2.0))
   # [1/2, 1/4, 1/4]² = [1/4, 1/16, 1/16], which sums to 3/8.
@@ -97,6 +113,17 @@ def test_power_distribution_extreme_inputs_no_nan():
   np.testing.assert_array_equal(tm.power_distribution(p, alpha=0.01), [1.0, 0.0, 0.0, 0.0])
   g = jax.grad(lambda a: tm.power_distribution(jnp.array([0.7, 0.3, 0.0]), alpha=a)[0])(2.0)
   assert np.isfinite(g)
+
+
+def test_power_distribution_nan_under_plain_jit_is_nan():
+  # Unchecked, a NaN probability is not an impossible outcome: its row is NaN (it was
+  # [0, .5, .5], a finite distribution).
+  p = jnp.array([[np.nan, 0.5, 0.5], [0.0, 0.25, 0.75]])
+  for alpha in (2.0, jnp.float32(0.5)):
+    q = np.asarray(jax.jit(lambda p, a: tm.power_distribution(p, alpha=a))(p, alpha))
+    assert np.all(np.isnan(q[0])), q
+    np.testing.assert_allclose(q[1], np.array([0, 0.25, 0.75])**float(alpha)
+                               / np.sum(np.array([0.25, 0.75])**float(alpha)), rtol=1e-6)
 
 
 def test_power_distribution_grads():
@@ -167,6 +194,37 @@ class TestTemperatureNLL:
     np.testing.assert_allclose(tm.temperature_nll(o[2:3], y[2:3], temperature=2.0), 5e3, rtol=1e-6)
     # A true class of probability 0 gives +inf, not NaN.
     assert tm.temperature_nll(o[1:2], jnp.array([0]), temperature=1.0) == INF
+
+  @pytest.mark.parametrize("t", [1e-3, 0.5, 1.0, 1e3])
+  def test_extreme_logits_gradient_closed_form(self, t):
+    # d NLL / dT = −(1/T²) · mean_i(E_p[z_i] − z_{i,y}), z = log_softmax(o) (exact in float64),
+    # p = softmax(z / T); classes with p = 0 (z = −inf or far below) drop out.
+    o = np.array([[3e38, -3e38, 0.0], [-INF, 1e4, -1e4], [1e4, -1e4, 0.0], [-3e38, -3e38, -INF],
+                  [1e4, 1e4 - 2, 0.0]], np.float32)
+    y = np.array([0, 1, 2, 1, 1])
+    z = o.astype(np.float64) - np.max(o, 1, keepdims=True)
+    z = z - np.log(np.sum(np.exp(z), 1, keepdims=True))
+    zt = np.where(np.isfinite(z), z / t, -INF)
+    p = np.exp(zt - np.max(zt, 1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    mean_z = np.sum(np.where(p > 0, p * np.where(np.isfinite(z), z, 0), 0), 1)
+    want = -np.mean(mean_z - z[np.arange(5), y]) / t**2
+    nll = -np.mean(np.take_along_axis(zt - np.log(np.sum(np.exp(zt - zt.max(1, keepdims=True)), 1,
+                                                         keepdims=True)) - zt.max(1, keepdims=True),
+                                      y[:, None], 1))
+    value, grad = jax.jit(jax.value_and_grad(
+        lambda t: tm.temperature_nll(jnp.asarray(o), jnp.asarray(y), temperature=t)))(
+            jnp.float32(t))
+    np.testing.assert_allclose(value, nll, rtol=1e-5)
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-6)
+
+  def test_nan_logits_under_plain_jit_give_nan(self):
+    # Unchecked, a NaN logit's row used to be left out as if impossible, and the NLL was +inf.
+    o = jnp.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    f = jax.jit(lambda o, t: tm.temperature_nll(o, jnp.zeros(o.shape[0], int), temperature=t))
+    assert np.isnan(f(o, 1.5))
+    assert np.isnan(jax.grad(f, argnums=1)(o, jnp.float32(1.5)))
+    assert np.isfinite(f(o[1:], 1.5))
 
   @pytest.mark.parametrize("t", [0.0, -1.0, INF])
   def test_bad_temperature(self, t):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.test_util import check_grads
 
 import softmax_jax as sj
 from softmax_jax import data
@@ -61,6 +62,49 @@ def test_autodiff_gradient_equals_closed_form(l2, eps):
   np.testing.assert_allclose(g.b, db, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(closed.W, dW, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(closed.b, db, rtol=1e-5, atol=1e-6)
+
+
+def test_add_l2_value_gradient_and_extremes():
+  W = jnp.array([[1.0, -2.0], [3.0, 0.5]])
+  np.testing.assert_allclose(train.add_l2(1.0, W, l2=0.1), 1.0 + 0.05 * 14.25, rtol=1e-7)
+  assert train.add_l2(1.0, W, l2=0.0) == 1.0
+  g = jax.jit(jax.grad(lambda W: train.add_l2(0.0, W, l2=0.1)))(W)
+  np.testing.assert_allclose(g, 0.1 * W, rtol=1e-6)  # ∂/∂W = λW
+  check_grads(lambda W: train.add_l2(0.0, W, l2=0.1), (W,), order=1, modes=("fwd", "rev"))
+  check_grads(lambda l2: train.add_l2(0.0, W, l2=l2), (jnp.float32(0.1),), order=1,
+              modes=("fwd", "rev"), eps=1e-2)  # a traced λ: ∂/∂λ = ‖W‖²/2
+  # |W| = 3e38: the penalty's exact value (4.5e75) is beyond the float range, its gradient λW
+  # is not (autodiff of W² gave 2W = inf). |W| = 1e20: W² overflowed, the penalty (2e37) does not.
+  big = jnp.array([[3e38, -3e38], [1.0, 0.0]])
+  assert train.add_l2(0.0, big, l2=0.1) == jnp.inf
+  grad = jax.grad(lambda W: train.add_l2(0.0, W, l2=0.1))
+  for g in (grad(big), jax.jit(grad)(big)):  # eager: 2·3e38 = inf (jit folded 2·0.05 first)
+    np.testing.assert_allclose(g, 0.1 * np.asarray(big, np.float64), rtol=1e-6)
+  np.testing.assert_allclose(train.add_l2(0.0, jnp.full((2, 2), 1e20), l2=1e-3), 2e37, rtol=1e-6)
+  for bad in (-0.1, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="l2 must be a finite number >= 0"):
+      train.add_l2(0.0, W, l2=bad)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_objective_and_closed_form_grad_at_extreme_logits(l2):
+  # One-hot rows of x pick rows of W: logits ±1e4, ±3e38 and a −inf bias (a class switched off).
+  W = jnp.array([[1e4, -1e4, 0.0], [3e38, -3e38, 0.0], [0.0, 1.0, 0.0]])
+  params = sj.Params(W=W, b=jnp.array([0.0, 0.0, -jnp.inf]))
+  x = jnp.concatenate([jnp.eye(3), jnp.zeros((1, 3))])
+  batch = train.Batch(x, jnp.array([1, 0, 0, 1]), jnp.ones(4, bool))
+  f = functools.partial(train.objective, l2=l2)
+  loss, g = jax.jit(jax.value_and_grad(f))(params, batch)
+  closed = jax.jit(functools.partial(train.closed_form_grad, l2=l2))(params, batch)
+  ce = (2e4 + 0.0 + np.log1p(np.e) + np.log(2)) / 4  # row 0's label is 2e4 below the max
+  np.testing.assert_allclose(loss, ce if l2 == 0 else np.inf, rtol=1e-6)  # 0.05·9e76: inf
+  p = np.array([[1, 0, 0], [1, 0, 0], [1 / (1 + np.e), np.e / (1 + np.e), 0], [0.5, 0.5, 0]])
+  delta = p - np.eye(3)[[1, 0, 0, 1]]
+  want_W = np.asarray(x).T @ delta / 4 + l2 * np.asarray(W, np.float64)
+  for got in (g, closed):
+    assert all(np.all(np.isfinite(a)) for a in got)
+    np.testing.assert_allclose(got.W, want_W, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.b, delta.mean(0), rtol=1e-6, atol=1e-7)
 
 
 def test_train_step_is_pure_and_reports_gradient_check():
