@@ -36,16 +36,20 @@ def interleaved_median_seconds(calls: dict[str, tuple[Callable[..., Any], Callab
                                repeats: int) -> dict[str, float]:
   """Median wall time of each ``call(*setup())`` in ``calls``, the candidates run in turn.
 
-  One warm-up run each, then ``repeats`` rounds that time every candidate once, in an order that
-  rotates from round to round: on a shared, noisy machine a slow spell then hits all candidates
-  alike instead of whichever happened to be timed during it.
+  One warm-up run each, then ``repeats`` rounds that time every candidate once, in a new random
+  order each round (seeded, so reproducible): on a shared, noisy machine a slow spell then hits
+  all candidates alike instead of whichever happened to be timed during it. The order is shuffled
+  rather than rotated so that no candidate always runs right after the same one: the buffers a
+  call frees decide whether the next call's fresh outputs are page-faulted in, and with a rotation
+  that effect fell on the same candidate every round.
   """
   names = list(calls)
   for call, setup in calls.values():
     jax.block_until_ready(call(*setup()))
   times: dict[str, list[float]] = {name: [] for name in names}
-  for r in range(repeats):
-    for name in names[r % len(names):] + names[:r % len(names)]:
+  rng = np.random.default_rng(0)
+  for _ in range(repeats):
+    for name in rng.permutation(names):
       call, setup = calls[name]
       args = setup()
       jax.block_until_ready(args)
