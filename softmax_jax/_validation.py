@@ -216,8 +216,32 @@ def widen_ids(labels: jax.Array) -> jax.Array:
   return labels.astype(jnp.promote_types(labels.dtype, jnp.int32))
 
 
+def as_label_array(labels: Any, name: str = "labels") -> jax.Array:
+  """``jnp.asarray(labels)``, refusing host integers that the conversion would wrap.
+
+  With 64-bit types off (JAX's default) a NumPy ``int64`` array becomes ``int32``, and a value
+  beyond its range wraps: the class id 2³² + 1 was read as 1, with only a warning. Such a value
+  is a ``ValueError`` naming it and its index. JAX arrays and floating-point labels pass as they
+  are; the check is one pass over host labels of a wider type than JAX will keep.
+  """
+  if not isinstance(labels, jax.Array):
+    host = np.asarray(labels)
+    if np.issubdtype(host.dtype, np.integer) and host.size:
+      kept = jax.dtypes.canonicalize_dtype(host.dtype)
+      if kept != host.dtype:
+        info = np.iinfo(kept)
+        bad = (host < info.min) | (host > info.max)
+        if bad.any():
+          index = tuple(int(i) for i in np.unravel_index(np.argmax(bad), host.shape))
+          raise ValueError(
+              f"{name} must fit in {kept} (JAX's integer type without jax_enable_x64); got "
+              f"{host[index]} at index {list(index)} ({int(bad.sum())} such entries) in an "
+              f"array of dtype {host.dtype}.")
+  return jnp.asarray(labels)
+
+
 def check_integer_labels(labels: Any, name: str = "labels") -> jax.Array:
-  labels = jnp.asarray(labels)
+  labels = as_label_array(labels, name)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"{name} must be integer class ids; got dtype {labels.dtype} with shape "
                     f"{labels.shape}. Cast with .astype(jnp.int32) if they are whole numbers.")

@@ -24,7 +24,7 @@ from softmax_jax import _validation as v
 def _check(probs: ArrayLike, labels: ArrayLike, num_bins: Any) -> tuple[jax.Array, jax.Array]:
   if not isinstance(num_bins, int) or num_bins < 1:
     raise ValueError(f"num_bins must be an int >= 1; got {num_bins!r}.")
-  probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+  probs, labels = jnp.asarray(probs), v.as_label_array(labels)
   if probs.ndim != 2 or labels.shape != probs.shape[:1]:
     raise ValueError(f"probs must be [n, C] and labels [n]; got probs {probs.shape} and labels "
                      f"{labels.shape}.")

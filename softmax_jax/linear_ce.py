@@ -355,7 +355,7 @@ def _prepare(x, W, b, labels, chunk_size, label_smoothing, class_weights, where,
       raise ValueError(f"b must have shape ({q},), one bias per column of W {W.shape}; got "
                        f"shape {b.shape}.")
 
-  labels = jnp.asarray(labels)
+  labels = v.as_label_array(labels)
   hard = v.label_kind(labels, ids_shape=(n,), probs_shape=(n, q),
                       ids_desc=f"one per row of x {x.shape}",
                       probs_desc=f"over the {q} columns of W")

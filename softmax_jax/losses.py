@@ -528,7 +528,7 @@ def _prepare(logits, labels, axis, label_smoothing, class_weights, where):
     raise ValueError(f"logits of shape {logits.shape} have no classes along axis {axis}.")
   batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
 
-  labels = jnp.asarray(labels)
+  labels = v.as_label_array(labels)
   hard = v.label_kind(
       labels, ids_shape=batch_shape, probs_shape=logits.shape,
       ids_desc=f"the batch shape of logits {logits.shape} without the class axis {axis}",

@@ -150,7 +150,7 @@ def log_normal_cdf(x: ArrayLike) -> jax.Array:
 
 def _check_binary(logits, labels, where):
   logits = v.as_float_array(logits, "logits")
-  labels = jnp.asarray(labels)
+  labels = v.as_label_array(labels)
   if labels.shape != logits.shape:
     raise ValueError(f"labels of shape {labels.shape} must have the shape of logits "
                      f"{logits.shape}.")

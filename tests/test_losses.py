@@ -849,3 +849,23 @@ def test_a_nan_logit_makes_its_loss_and_gradient_nan(num_classes, kind):
   assert np.isnan(loss[1]) and np.all(np.isfinite(loss[[0, 2]]))
   grad = np.asarray(jax.jit(jax.grad(lambda o: sj.cross_entropy(o, labels, reduction="sum")))(o))
   assert np.all(np.isnan(grad[1])) and np.all(np.isfinite(grad[[0, 2]]))
+
+
+_WIDE_ID = 2**32 + 1  # wraps to 1 in int32
+
+
+@pytest.mark.parametrize("call", [
+    lambda y: sj.cross_entropy(jnp.zeros((2, 3)), y),
+    lambda y: sj.cross_entropy(jnp.zeros((2, 3)), y, reduction="mean"),
+    lambda y: sj.one_hot(y, 3),
+    lambda y: sj.linear_cross_entropy(jnp.ones((2, 4)), jnp.zeros((4, 3)), None, y, chunk_size=2),
+    lambda y: sj.probit.probit_loss(jnp.zeros(2), y),
+    lambda y: sj.calibration.expected_calibration_error(np.full((2, 3), 1 / 3), y),
+], ids=["ce", "ce_mean", "one_hot", "linear_ce", "probit", "ece"])
+def test_host_int64_labels_beyond_int32_are_refused_not_wrapped(call):
+  # Without jax_enable_x64 a NumPy int64 array becomes int32: 2³² + 1 wrapped to the valid class
+  # 1 (and a 0/1 label 2³² to 0), with only a JAX warning, and the loss was silently wrong.
+  y = np.array([0, _WIDE_ID], np.int64)
+  with pytest.raises(ValueError, match=rf"must fit in int32.*got {_WIDE_ID} at index \[1\]"):
+    call(y)
+  call(np.array([0, 1], np.int64))  # in range: int64 host labels work as before
