@@ -100,6 +100,7 @@ from softmax_jax.losses import cross_entropy_grad
 from softmax_jax.model import Params
 from softmax_jax.model import logits
 from softmax_jax.softmax import softmax
+from softmax_jax.train import add_l2
 
 METHODS = ("auto", "newton", "lbfgs")
 NEWTON_MAX_PARAMS = 4096  # method="auto": Newton up to this many parameters P = (d+1)·q ...
@@ -484,11 +485,9 @@ def objective(params: Params, x: ArrayLike, y: ArrayLike, *, l2: ArrayLike) -> j
   o = logits(params, x)
   if o.ndim != 2:
     raise ValueError(f"x must have shape (n, d); got {jnp.shape(x)}.")
-  W = jnp.asarray(params.W)
-  # (λW)·W, not λ·W²: at λ = 0 the penalty and its gradient are 0 even where W² overflows (a
-  # weight of 3e38 in float32 gave a NaN objective and gradient), and for λ > 0 the gradient λW
-  # stays finite where 2W would overflow.
-  return cross_entropy(o, y, reduction="mean") + 0.5 * jnp.sum((l2 * W) * W)
+  # add_l2 sums ½Σ(λW)·W: at λ = 0 a weight of 3e38 in float32 gave a NaN objective and gradient
+  # as λ/2·ΣW² (0·inf), and for λ > 0 the gradient λW stays finite where 2W would overflow.
+  return add_l2(cross_entropy(o, y, reduction="mean"), jnp.asarray(params.W), l2=l2)
 
 
 def gradient(params: Params, x: ArrayLike, y: ArrayLike, *, l2: ArrayLike) -> Params:

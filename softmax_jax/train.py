@@ -81,9 +81,10 @@ def objective(params: Params, batch: Batch, *, l2: float = 0.0,
 def add_l2(loss: jax.Array, W: jax.Array, *, l2: float) -> jax.Array:
   """``loss + l2/2 · ‖W‖²``; a Python ``l2 = 0`` returns ``loss`` without a pass over ``W``.
 
-  A Python ``l2`` is applied as ``Σ (cW)²`` with ``c = √(l2/2)``: ``W²`` overflowed for
-  ``|W| > 1.8e19`` (and autodiff's ``2W`` at ``|W| > 1.7e38``), where the penalty and its gradient
-  ``l2·W`` may be finite. A traced ``l2`` keeps ``l2/2 · Σ W²`` (differentiable in ``l2`` at 0).
+  The penalty is summed as ``½ Σ (l2·W)·W``, not ``l2/2 · Σ W²``: ``W²`` overflowed for
+  ``|W| > 1.8e19`` in float32 (and autodiff's ``2W`` at ``|W| > 1.7e38``), where the penalty and
+  its gradient ``l2·W`` may be finite, and a traced ``l2 = 0`` gave ``0·inf = NaN`` there. It is
+  differentiable in ``l2`` too (``½‖W‖²``, also at 0).
 
   Raises:
     ValueError: a Python ``l2`` that is negative or not finite.
@@ -93,8 +94,7 @@ def add_l2(loss: jax.Array, W: jax.Array, *, l2: float) -> jax.Array:
       raise ValueError(f"l2 must be a finite number >= 0; got {l2!r}.")
     if l2 == 0:
       return loss
-    return loss + jnp.sum(jnp.square(math.sqrt(0.5 * l2) * W))
-  return loss + 0.5 * l2 * jnp.sum(jnp.square(W))
+  return loss + 0.5 * jnp.sum((l2 * W) * W)
 
 
 def closed_form_grad(params: Params, batch: Batch, *, l2: float = 0.0,
