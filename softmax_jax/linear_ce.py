@@ -173,8 +173,10 @@ def _forward(cfg, x, W, b, labels, w, mask):
 
   def hard_body(k, carry):
     # Class ids: the target terms need no n × chunk work. The label's logit is gathered from
-    # the block that holds it (n entries); the smoothing term Σ_j w_j o_j = x·(W w) + b·w
-    # accumulates the d-vector W w and the scalar b·w block by block.
+    # the block that holds it (n entries); the smoothing term Σ_j a_j o_j = x·(W a) + b·a, with
+    # a = (ε/q)·w, accumulates the d-vector W a and the scalar b·a block by block. Scaled by
+    # ε/q before summing (Σ_j a_j = ε for unit weights), a row of W whose plain sum overflows
+    # (3e38 + 3e38) gives a finite W a wherever the loss is finite.
     m_N, s_N, oy_N, Ww_D, bw = carry
     o_NxK, W_DxK, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
     m_N, s_N = lse_update(m_N, s_N, o_NxK, valid_K)
@@ -182,8 +184,8 @@ def _forward(cfg, x, W, b, labels, w, mask):
     at_N = jnp.clip(labels - start, 0, cfg.chunk - 1)
     oy_N = jnp.where(here_N, jnp.take_along_axis(o_NxK, at_N[:, None], axis=1)[:, 0], oy_N)
     if eps > 0:
-      w_K = (jnp.ones((cfg.chunk,), cdtype) if w is None
-             else lax.dynamic_slice_in_dim(w, start, cfg.chunk).astype(cdtype))
+      w_K = eps / q * (jnp.ones((cfg.chunk,), cdtype) if w is None
+                       else lax.dynamic_slice_in_dim(w, start, cfg.chunk).astype(cdtype))
       if valid_K is not None:
         w_K = jnp.where(valid_K, w_K, 0)
       Ww_D = Ww_D + dot(W_DxK, w_K)
@@ -196,9 +198,10 @@ def _forward(cfg, x, W, b, labels, w, mask):
     o_NxK, _, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
     m_new_N, s_N = lse_update(m_N, s_N, o_NxK, valid_K)
     v_NxK = _block_target(cfg, labels, w, wy_N, start, cols_K, valid_K, cdtype)
-    # A = Σ_j v_j (o_j − m), re-shifted as m grows; v_j = 0 contributes 0 (o_j is finite).
-    shift_N = jnp.where(jnp.isfinite(m_N), m_N - m_new_N, 0)
-    a_N = a_N + sv_N * shift_N + jnp.sum(v_NxK * (o_NxK - m_new_N[:, None]), axis=1)
+    # A/2 = Σ_j v_j (o_j/2 − m/2), re-shifted as m grows; v_j = 0 contributes 0 (o_j is
+    # finite). In halves: o − m overflows when a row spans more than the float range.
+    shift_N = jnp.where(jnp.isfinite(m_N), 0.5 * m_N - 0.5 * m_new_N, 0)
+    a_N = a_N + sv_N * shift_N + jnp.sum(v_NxK * (0.5 * o_NxK - 0.5 * m_new_N[:, None]), axis=1)
     sv_N = sv_N + jnp.sum(v_NxK, axis=1)
     return m_new_N, s_N, a_N, sv_N
 
@@ -209,19 +212,20 @@ def _forward(cfg, x, W, b, labels, w, mask):
     m_N, s_N, oy_N, Ww_D, bw = lax.fori_loop(0, _num_blocks(cfg), hard_body, init)
     log_s_N = jnp.log(s_N)  # s >= 1: the max contributes exp(0)
     # l = S·LSE − (1−ε)·w_y·o_y − (ε/q)·Σ_j w_j o_j, with LSE − o_y = log s + (m − o_y): exact
-    # (0 + log s) when the label holds the max.
-    loss_N = (1 - eps) * wy_N * (log_s_N + (m_N - oy_N))
+    # (0 + log s) when the label holds the max. In halves, doubled at the end: m − o_y
+    # overflows when a row spans more than the float range, (1−ε)·w_y times it may not.
+    loss_N = 2 * ((1 - eps) * wy_N * (0.5 * log_s_N + (0.5 * m_N - 0.5 * oy_N)))
     sv_N = (1 - eps) * wy_N
     if eps > 0:
-      w_sum = jnp.asarray(q, cdtype) if w is None else jnp.sum(w.astype(cdtype))
-      wo_N = dot(x_NxD, Ww_D) + bw  # Σ_j w_j o_j
-      loss_N = loss_N + eps / q * (w_sum * (m_N + log_s_N) - wo_N)
-      sv_N = sv_N + eps / q * w_sum
+      a_sum = eps if w is None else eps / q * jnp.sum(w.astype(cdtype))  # Σ_j a_j
+      ao_N = dot(x_NxD, Ww_D) + bw  # Σ_j a_j o_j
+      loss_N = loss_N + (a_sum * (m_N + log_s_N) - ao_N)
+      sv_N = sv_N + a_sum
   else:
     init = (minus_inf_N, zeros_N, zeros_N, zeros_N)
     m_N, s_N, a_N, sv_N = lax.fori_loop(0, _num_blocks(cfg), soft_body, init)
     log_s_N = jnp.log(s_N)
-    loss_N = sv_N * log_s_N - a_N  # S·LSE − Σ v·o
+    loss_N = sv_N * log_s_N - 2 * a_N  # S·LSE − Σ v·o
   lse_N = m_N + log_s_N
   loss_N = _finish(cfg, loss_N, labels, mask)
   return loss_N, lse_N, sv_N

@@ -545,7 +545,10 @@ class ShardStats(NamedTuple):
     sumexp: ``Σ_{j∈S} exp(o_j − m_S)``, in ``[1, |S|]`` (0 if ``S`` is empty); differentiable.
     label_logit: ``o_y`` if the label ``y`` is in ``S``, else 0.
     label_count: 1 if ``y`` is in ``S``, else 0 (summed over shards: 1 for a valid label).
-    logit_sum: ``Σ_{j∈S} o_j`` (for label smoothing), or ``None`` when not asked for.
+    logit_sum: ``Σ_{j∈S} a·o_j`` for the requested scale ``a`` (label smoothing asks for
+      ``ε/q``), or ``None`` when not asked for. Each term is scaled before the sum, so that
+      logits summing beyond the float range (``3e38 + 3e38``) give a finite sum wherever the
+      loss is finite.
   """
 
   max: jax.Array
@@ -556,7 +559,8 @@ class ShardStats(NamedTuple):
 
 
 def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels_N: jax.Array,
-                      valid_C: jax.Array | None, *, need_logit_sum: bool = True) -> ShardStats:
+                      valid_C: jax.Array | None, *,
+                      logit_sum_scale: float | None = None) -> ShardStats:
   """:class:`ShardStats` from the shard's whole ``(n, C)`` block of logits (the default).
 
   Args:
@@ -565,7 +569,8 @@ def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels
     labels_N: labels relative to the shard, ``y − offset``: outside ``[0, C)`` means the label
       belongs to another shard.
     valid_C: ``None``, or False for padding columns (when the shards do not divide ``q``).
-    need_logit_sum: compute ``logit_sum`` (label smoothing needs it).
+    logit_sum_scale: ``a``, to compute ``logit_sum = Σ_j a·o_j`` (label smoothing needs it);
+      ``None``: not computed.
   """
   o_NxC = dot(x_NxD, W_DxC) + b_C[None, :]
   valid_NxC = None if valid_C is None else jnp.broadcast_to(valid_C, o_NxC.shape)
@@ -577,8 +582,9 @@ def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels
   inside = (labels_N >= 0) & (labels_N < o_NxC.shape[-1])
   picked = jnp.take_along_axis(o_NxC, jnp.where(inside, labels_N, 0)[:, None], -1)[:, 0]
   logit_sum = None
-  if need_logit_sum:
-    logit_sum = jnp.sum(o_NxC if valid_NxC is None else jnp.where(valid_NxC, o_NxC, 0), -1)
+  if logit_sum_scale is not None:
+    ao_NxC = logit_sum_scale * o_NxC
+    logit_sum = jnp.sum(ao_NxC if valid_NxC is None else jnp.where(valid_NxC, ao_NxC, 0), -1)
   return ShardStats(m_N, sumexp_N, jnp.where(inside, picked, 0), inside.astype(o_NxC.dtype),
                     logit_sum)
 
@@ -611,7 +617,7 @@ def chunked_shard_stats(chunk_size: int) -> Callable[..., ShardStats]:
 
 
 def _chunked_shard_stats(x_NxD, W_DxC, b_C, labels_N, valid_C, *, chunk_size,
-                         need_logit_sum=True):
+                         logit_sum_scale=None):
   num_classes = W_DxC.shape[1]
   size = min(chunk_size, num_classes)
   num_chunks = -(-num_classes // size)
@@ -626,7 +632,7 @@ def _chunked_shard_stats(x_NxD, W_DxC, b_C, labels_N, valid_C, *, chunk_size,
   @jax.checkpoint
   def chunk_stats(k, W_DxS, b_S, valid_S):
     return dense_shard_stats(x_NxD, W_DxS, b_S, labels_N - k * size, valid_S,
-                             need_logit_sum=need_logit_sum)
+                             logit_sum_scale=logit_sum_scale)
 
   def body(carry, chunk):
     return combine_stats(carry, chunk_stats(*chunk)), None
@@ -661,9 +667,11 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
     valid = None
     if class_pad:
       valid = offset + jnp.arange(per_shard) < num_classes
-    stats = shard_stats(x, W, b, labels - offset, valid, need_logit_sum=need_sum)
+    stats = shard_stats(x, W, b, labels - offset, valid,
+                        logit_sum_scale=eps / num_classes if need_sum else None)
     # One pmax, of the shards' max logits: M = max_j o_j. One psum, of the stacked (k, n) array
-    #   Σ_s s_s·e^{m_s − M},  Σ_s o_y·[y∈s],  Σ_s [y∈s]  (and Σ_s Σ_{j∈s} o_j with smoothing).
+    #   Σ_s s_s·e^{m_s − M},  Σ_s o_y·[y∈s],  Σ_s [y∈s]  (and Σ_s Σ_{j∈s} (ε/q)·o_j with
+    #   smoothing).
     top = jax.lax.pmax(jax.lax.stop_gradient(stats.max), class_axis)
     top = jnp.where(jnp.isfinite(top), top, 0)
     rows = [stats.sumexp * jnp.exp(stats.max - top), stats.label_logit, stats.label_count]
@@ -672,10 +680,12 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
     total = jax.lax.psum(jnp.stack(rows), class_axis)
     # l = LSE − (1−ε)·o_y − (ε/q)·Σ_j o_j with LSE = M + log Σ_j e^{o_j − M}: M − o_y is formed
     # before the log is added, as log_softmax does, so a small loss keeps its relative precision.
-    shifted = top - (1 - eps) * total[1]
+    # In halves, doubled at the end: M − o_y overflows when the logits span more than the float
+    # range, where the loss may not (halving is exact, so the rounding is the same).
+    shifted = 0.5 * top - (1 - eps) * (0.5 * total[1])
     if need_sum:
-      shifted = shifted - eps / num_classes * total[3]
-    loss = shifted + jnp.log(total[0])
+      shifted = shifted - 0.5 * total[3]
+    loss = 2 * shifted + jnp.log(total[0])
     # A label in no shard (out of [0, q)) is NaN, as in softmax_jax.cross_entropy under jit.
     return jnp.where(total[2] > 0, loss, jnp.nan)
 
@@ -734,7 +744,7 @@ def class_parallel_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike, label
     where: optional ``(n,)`` boolean mask; False examples count for nothing.
     reduction: ``"none"``, ``"mean"`` (over the kept examples; 0 if none) or ``"sum"``.
     shard_stats: computes one shard's :class:`ShardStats` as
-      ``shard_stats(x_NxD, W_DxC, b_C, labels_N, valid_C, *, need_logit_sum)``:
+      ``shard_stats(x_NxD, W_DxC, b_C, labels_N, valid_C, *, logit_sum_scale)``:
       :func:`dense_shard_stats` (default), :func:`chunked_shard_stats`, or any differentiable
       function with that signature (e.g. a fused/chunked linear cross-entropy kernel).
 

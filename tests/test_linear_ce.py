@@ -373,17 +373,32 @@ def test_bad_values_raise_eagerly(kw, msg):
     linear_cross_entropy(**args)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known, left alone: with label smoothing Σ_j o_j = x·(W 1) + b·1 sums each row of W "
-    "first; one summing past the float range gives inf, and 0·inf = NaN for an example "
-    "that does not use that feature"))
-def test_smoothing_with_a_row_of_W_summing_beyond_the_float_range():
-  # x = I: logits [3e38, 3e38, −3e38] (exact loss ≈ 6e37, see test_losses) and [1, 2, 3], an
-  # ordinary example (2.107606, as the dense loss gives). Got [−inf, nan].
-  W = jnp.array([[3e38, 3e38, -3e38], [1.0, 2.0, 3.0]])
-  got = linear_cross_entropy(jnp.eye(2), W, jnp.zeros(3), jnp.array([0, 0]),
-                             label_smoothing=0.3, reduction="none")
-  np.testing.assert_allclose(got, [6e37, 2.107606], rtol=1e-5)
+@pytest.mark.parametrize("chunk_size", [1, 2, 3])
+def test_logits_summing_or_spanning_beyond_the_float_range(chunk_size):
+  """x = I, so the rows of W are the logits. The smoothing term accumulates W·(ε/q·w), scaled
+  before it is summed, and the label term and soft labels are taken in halves: rows of W that
+  sum or span beyond the float range give the finite losses that the dense cross-entropy gives
+  (these were −inf and NaN). Hand-computed values as in test_losses and test_parallel."""
+  W = jnp.array([[3e38, 3e38, -3e38], [3e38, 3e38, 0.0], [3e38, -3e38, 0.0], [1.0, 2.0, 3.0]])
+  x, b = jnp.eye(4), jnp.zeros(3)
+  lce = functools.partial(linear_cross_entropy, chunk_size=chunk_size, reduction="none")
+  y = jnp.array([0, 0, 2, 0])
+  np.testing.assert_allclose(lce(x, W, b, y, label_smoothing=0.3),
+                             [6e37, 3e37, 3e38, 2.107606], rtol=1e-5)
+  np.testing.assert_allclose(lce(jnp.eye(3), W[:3], b, y[:3], label_smoothing=0.8),
+                             [1.6e38, 8e37, 3e38], rtol=1e-5)
+  # A class weight of ½ on a label at −3e38 below the max: ½·6e38 = 3e38.
+  np.testing.assert_allclose(
+      lce(jnp.eye(1), W[:1], b, jnp.array([2]), class_weights=jnp.array([1.0, 1.0, 0.5])), [3e38],
+      rtol=1e-5)
+  # Probability labels: ½·(log 2 + 6e38) = 3e38, ½·(log 2 + 3e38) ≈ 1.5e38, ½·6e38 = 3e38.
+  t = jnp.array([[0.5, 0.0, 0.5], [0.0, 0.5, 0.5], [0.5, 0.5, 0.0]])
+  np.testing.assert_allclose(lce(jnp.eye(3), W[:3], b, t), [3e38, 1.5e38, 3e38], rtol=1e-5)
+  # Each equals the dense loss.
+  for labels, kw in [(y, dict(label_smoothing=0.3)), (t, {})]:
+    rows = labels.shape[0]
+    np.testing.assert_allclose(lce(jnp.eye(rows), W[:rows], b, labels, **kw),
+                               sj.cross_entropy(W[:rows], labels, **kw), rtol=1e-5)
 
 
 @pytest.mark.parametrize("bias", [[0.0, -np.inf, 1.0, 0.0], [3e38, -3e38, 0.0, 1e4],

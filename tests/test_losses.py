@@ -561,15 +561,60 @@ def test_loss_beyond_float_range_is_inf_not_nan():
   np.testing.assert_array_equal(g, [1.0, -1.0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known, left alone: −(ε/C)·Σ_c ls_c (and Σ v_c·ls_c for probability labels) overflows when "
-    "a row spans more than the float range, although ε/C times it does not"))
-def test_smoothing_when_a_row_spans_more_than_the_float_range():
-  # ε = 0.3, C = 3. [3e38, 3e38, −3e38], label 0: l = 0.7·log 2 + 0.1·(6e38 + 3·log 2) ≈ 6e37;
-  # [3e38, −3e38, 0], label 2: l = 0.7·3e38 + 0.1·(6e38 + 3e38) = 3e38. Both finite; got +inf.
+@pytest.mark.parametrize("kernel", ["batch", "per_example"])
+def test_smoothing_soft_labels_and_weights_when_a_row_spans_more_than_the_float_range(kernel):
+  """A row spanning more than the float range: ``o − max`` overflows to −inf, but a loss that
+  weighs it by ε/C, a soft label or a class weight below 1 is finite, and is computed finite.
+
+  Hand-computed (ε = 0.3, C = 3, so ε/C = 0.1):
+  - [3e38, 3e38, −3e38], label 0: 0.7·log 2 + 0.1·(6e38 + 3·log 2) ≈ 6e37;
+  - [3e38, −3e38, 0], label 2: 0.7·3e38 + 0.1·(0 + 6e38 + 3e38) = 3e38 (log s ≈ 0).
+  These were +inf before the sums were taken in halves.
+  """
+  fn = (sj.cross_entropy if kernel == "batch" else
+        lambda o, t, **kw: _per_example_reference(o, t, reduction="none", **kw))
   o = jnp.array([[3e38, 3e38, -3e38], [3e38, -3e38, 0.0]])
-  np.testing.assert_allclose(sj.cross_entropy(o, jnp.array([0, 2]), label_smoothing=0.3),
-                             [6e37, 3e38], rtol=1e-6)
+  ids = jnp.array([0, 2])
+  np.testing.assert_allclose(fn(o, ids, label_smoothing=0.3), [6e37, 3e38], rtol=1e-6)
+  # Beside an ordinary row (whose loss keeps the plain sum), and under vmap.
+  o3 = jnp.concatenate([o, jnp.array([[1.0, 2.0, 3.0]])])
+  ids3 = jnp.array([0, 2, 1])
+  want3 = [6e37, 3e38, ref_cross_entropy(np.array([[1.0, 2.0, 3.0]]), np.array([1]), eps=0.3)[0]]
+  np.testing.assert_allclose(fn(o3, ids3, label_smoothing=0.3), want3, rtol=1e-6)
+  per_row = jax.vmap(lambda o, y: fn(o[None], y[None], label_smoothing=0.3)[0])(o3, ids3)
+  np.testing.assert_allclose(per_row, want3, rtol=1e-6)
+  # ε = 0.8 (> ½): row 1 ≈ (0.8/3)·6e38 = 1.6e38; row 2: 0.2·3e38 + (0.8/3)·(0 + 6e38 + 3e38)
+  # = 3e38, although its label's log-softmax, −3e38, alone times 0.2 is finite only in halves.
+  np.testing.assert_allclose(fn(o, ids, label_smoothing=0.8), [0.8 / 3 * 6e38, 3e38], rtol=1e-6)
+  # A class weight of ½ on the label: ½·6e38 = 3e38, finite (label 2 of row 1 holds −3e38).
+  w = jnp.array([1.0, 1.0, 0.5])
+  np.testing.assert_allclose(fn(o[:1], jnp.array([2]), class_weights=w), [3e38], rtol=1e-6)
+  # Weights and smoothing: row 1, label 0, w = [1, ½, 2]: 0.7·log 2 + 0.1·2·6e38 = 1.2e38;
+  # row 2, label 2: 0.7·2·3e38 = 4.2e38 exceeds the float range, so +inf (never NaN).
+  got = fn(o, ids, label_smoothing=0.3, class_weights=jnp.array([1.0, 0.5, 2.0]))
+  np.testing.assert_allclose(got[0], 1.2e38, rtol=1e-6)
+  assert got[1] == INF
+  # Probability labels: ½·(log 2 + 6e38) = 3e38 and ½·6e38 = 3e38.
+  soft = jnp.array([[0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+  np.testing.assert_allclose(fn(o, soft), [3e38, 3e38], rtol=1e-6)
+  # The gradient (the closed form, unaffected) stays finite.
+  g = jax.grad(lambda o: jnp.sum(fn(o, ids, label_smoothing=0.3)))(o)
+  np.testing.assert_allclose(g, [[0.5 - 0.8, 0.5 - 0.1, -0.1], [1 - 0.1, -0.1, -0.8]],
+                             atol=1e-6)
+
+
+def test_halved_sums_keep_ordinary_losses_accurate():
+  """Halving is an exact scaling, so ordinary losses keep float32 accuracy (float64 reference),
+  for smoothed ids, probability labels and both together."""
+  rng = np.random.default_rng(3)
+  o = rng.normal(size=(64, 7)).astype(np.float32) * 30
+  y = rng.integers(0, 7, 64)
+  t = rng.dirichlet(np.ones(7), 64).astype(np.float32)
+  for labels, eps in [(y, 0.2), (t, 0.0), (t, 0.1)]:
+    want = ref_cross_entropy(o, labels, eps=eps)
+    np.testing.assert_allclose(sj.cross_entropy(jnp.asarray(o), jnp.asarray(labels),
+                                               label_smoothing=eps),
+                               want, rtol=2e-6, atol=1e-6)
 
 
 def test_minus_inf_masked_classes():

@@ -314,15 +314,32 @@ class TestClassParallelOneShard:
     np.testing.assert_allclose(db, want_db, atol=1e-6)
     np.testing.assert_allclose(dW, np.einsum("ni,nj->nij", np.eye(3), want_db), atol=1e-6)
 
-  @pytest.mark.xfail(strict=True, reason=(
-      "known, left alone: with label smoothing the shard sums Σ_j o_j overflow (3e38 + 3e38) "
-      "where (ε/q)·Σ_j o_j does not, and the loss comes out −inf"))
-  def test_smoothing_with_logits_summing_beyond_the_float_range(self):
-    W = jnp.array([[3e38, 3e38, -3e38], [1.0, 2.0, 3.0]])  # x = I: these are the logits
-    got = parallel.class_parallel_cross_entropy(jnp.eye(2), W, jnp.zeros(3), jnp.array([0, 0]),
-                                                mesh=self.mesh, label_smoothing=0.3,
-                                                reduction="none")
-    np.testing.assert_allclose(got, [6e37, 2.107606], rtol=1e-5)  # exact ≈ 6e37 + log 2
+  @pytest.mark.parametrize("chunked", [False, True])
+  def test_smoothing_with_logits_summing_beyond_the_float_range(self, chunked):
+    """The shard sums are of (ε/q)·o_j and the loss is taken in halves, so logits summing or
+    spanning beyond the float range give the finite loss (they gave −inf and +inf).
+
+    x = I, so the rows of W are the logits. Hand-computed, ε = 0.3 (ε/q = 0.1):
+    [3e38, 3e38, −3e38], y = 0: 0.7·log 2 + 0.1·(6e38 + 3·log 2) ≈ 6e37;
+    [3e38, 3e38, 0], y = 0: ≈ 0.1·3e38 = 3e37 (Σ_j o_j = 6e38 is beyond the range);
+    [3e38, −3e38, 0], y = 2: 0.7·3e38 + 0.1·(6e38 + 3e38) = 3e38;
+    [1, 2, 3], y = 0: 2.107606 (the dense loss).
+    """
+    W = jnp.array([[3e38, 3e38, -3e38], [3e38, 3e38, 0.0], [3e38, -3e38, 0.0], [1.0, 2.0, 3.0]])
+    y = jnp.array([0, 0, 2, 0])
+    stats = parallel.chunked_shard_stats(2) if chunked else parallel.dense_shard_stats
+    cp = functools.partial(parallel.class_parallel_cross_entropy, mesh=self.mesh,
+                           reduction="none", shard_stats=stats)
+    got = cp(jnp.eye(4), W, jnp.zeros(3), y, label_smoothing=0.3)
+    np.testing.assert_allclose(got, [6e37, 3e37, 3e38, 2.107606], rtol=1e-5)
+    # ε = 0.8: 1.6e38, 8e37 and 0.2·3e38 + (0.8/3)·9e38 = 3e38: finite, though 0.2·(M − o_y)
+    # is so only in halves.
+    got = cp(jnp.eye(3), W[:3], jnp.zeros(3), y[:3], label_smoothing=0.8)
+    np.testing.assert_allclose(got, [1.6e38, 8e37, 3e38], rtol=1e-5)
+    # Equal to the dense cross-entropy wherever both are finite.
+    want = sj.cross_entropy(W, y, label_smoothing=0.3)
+    np.testing.assert_allclose(cp(jnp.eye(4), W, jnp.zeros(3), y, label_smoothing=0.3), want,
+                               rtol=1e-5)
 
   @pytest.mark.parametrize("l2", [0.0, 0.1])
   def test_objective_equals_train_objective_at_extremes(self, l2):
