@@ -495,12 +495,21 @@ def test_cross_entropy_grad_derivative_at_extremes(eps):
     np.testing.assert_allclose(got, _ref_softmax_hessian(o), atol=1e-7)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known, left alone: tied +inf logits give a zero second derivative in losses.py (the exp of "
-    "the clamped +inf entries is a constant), where sj.softmax_hessian gives the limit, ¼"))
-def test_cross_entropy_grad_derivative_at_tied_plus_inf_logits():
-  for got, o in _grad_jacobians_at([[INF, INF, -INF]], 0.0):
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_cross_entropy_grad_derivative_at_tied_plus_inf_logits(eps):
+  """Two tied +inf logits: the Hessian is the limit from finite logits, p = [½, ½, 0] and
+  diag(p) − ppᵀ = [[¼, −¼, 0], [−¼, ¼, 0], [0, 0, 0]] (it was 0: the +inf entries were constants),
+  for cross_entropy_grad in both modes and for jax.hessian of the loss, batch and per-example."""
+  for got, o in _grad_jacobians_at([[INF, INF, -INF], [INF, INF, 0.0]], eps):
+    assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, _ref_softmax_hessian(o), atol=1e-7)
+  want = [[0.25, -0.25, 0.0], [-0.25, 0.25, 0.0], [0.0, 0.0, 0.0]]
+  o = jnp.array([INF, INF, -INF])
+  for fn in (lambda o: sj.cross_entropy(o[None], jnp.array([1]), label_smoothing=eps,
+                                        reduction="sum"),
+             lambda o: _per_example_reference(o[None], jnp.array([1]), reduction="sum",
+                                              label_smoothing=eps)):
+    np.testing.assert_allclose(jax.hessian(fn)(o), want, atol=1e-7)
 
 
 def test_backward_is_the_closed_form_where_autodiff_would_fail():
