@@ -89,6 +89,11 @@ def _shift(m):
   return jnp.where(jnp.isinf(m), 0, m), m == jnp.inf
 
 
+def _in_plus_inf_row(o):
+  """``o − max`` in a row whose max is +inf: 0 for the +inf entries, −inf for the rest."""
+  return jnp.where(o == jnp.inf, 0.0, -jnp.inf)
+
+
 @jax.custom_jvp
 def _shifted(o, shift, plus_inf):
   """``o − max``; in a row whose max is +inf, 0 for the +inf entries and −inf for the rest.
@@ -97,7 +102,7 @@ def _shifted(o, shift, plus_inf):
   would make the +inf entries constants, and the derivative of the gradient (the Hessian
   ``diag(p) − ppᵀ``) 0 instead of ¼ at two tied +inf logits.
   """
-  return jnp.where(plus_inf, jnp.where(o == jnp.inf, 0.0, -jnp.inf), o - shift)
+  return jnp.where(plus_inf, _in_plus_inf_row(o), o - shift)
 
 
 @_shifted.defjvp
@@ -116,7 +121,7 @@ def _half_shifted(o, shift, plus_inf):
   wherever the loss is. Halving is exact (but for subnormals), so each term rounds as
   ``v·(o − max)`` would.
   """
-  return jnp.where(plus_inf, jnp.where(o == jnp.inf, 0.0, -jnp.inf), 0.5 * o - 0.5 * shift)
+  return jnp.where(plus_inf, _in_plus_inf_row(o), 0.5 * o - 0.5 * shift)
 
 
 def _row_stats(o_C):
@@ -376,9 +381,10 @@ def _batch(eps: float, reduction: str, o_NC, y_N, w_C, m_N) -> _Batch:
     if w_C is None:
       # (ε/C)·Σ_c ls_c = (ε/C)·Σ_c (o_c − shift) − ε·log s; in a row whose max is +inf it is
       # −inf unless every entry is +inf (then s = C and each ls_c = −log C). Where the plain
-      # sum overflows (a row spanning more than the float range) it is taken again in halves,
-      # 2·Σ_c (ε/C)·(o_c/2 − shift/2), finite wherever the loss is. Only then: the halves in
-      # every call made the smoothed loss 5–10% slower at 4096 × 1000 on a CPU.
+      # sum is −inf (it overflowed, a row spanning more than the float range, or a logit is
+      # −inf) it is taken again in halves, 2·Σ_c (ε/C)·(o_c/2 − shift/2), finite wherever the
+      # loss is. Only then: the halves in every call made the smoothed loss 5–10% slower at
+      # 4096 × 1000 on a CPU.
       sum_z = _row_reduce(jnp.sum, o_NC - shift[:, None])
       over = (sum_z == -jnp.inf) & ~plus_inf
 
