@@ -214,8 +214,9 @@ def _forward(cfg, x, W, b, labels, w, mask):
     # l = S·LSE − (1−ε)·w_y·o_y − (ε/q)·Σ_j w_j o_j, with LSE − o_y = log s + (m − o_y): exact
     # (0 + log s) when the label holds the max. In halves, doubled at the end: m − o_y
     # overflows when a row spans more than the float range, (1−ε)·w_y times it may not.
-    loss_N = 2 * ((1 - eps) * wy_N * (0.5 * log_s_N + (0.5 * m_N - 0.5 * oy_N)))
     sv_N = (1 - eps) * wy_N
+    # A zero coefficient (ε = 1, or a class weight of 0) gives 0, even at a −inf label logit.
+    loss_N = 2 * jnp.where(sv_N == 0, 0, sv_N * (0.5 * log_s_N + (0.5 * m_N - 0.5 * oy_N)))
     if eps > 0:
       a_sum = eps if w is None else eps / q * jnp.sum(w.astype(cdtype))  # Σ_j a_j
       ao_N = dot(x_NxD, Ww_D) + bw  # Σ_j a_j o_j

@@ -151,7 +151,7 @@ def _hard_row(eps: float, o_C, y, w_C, m) -> _Row:
   # (`_half_shifted`), so that a row spanning more than the float range gives a finite loss
   # wherever the loss is finite.
   lsh_C = zh_C - 0.5 * log_s  # ls/2
-  loss = -2 * ((1 - eps) * _times(w_y, lsh_C[y]))
+  loss = -2 * _times((1 - eps) * w_y, lsh_C[y])  # ε = 1: 0, even at a −inf logit
   total = (1 - eps) * w_y  # Σ_c v_c, the mass of the weighted target v
   if eps > 0:
     w_or_1 = jnp.ones_like(o_C) if w_C is None else w_C
@@ -374,7 +374,7 @@ def _batch(eps: float, reduction: str, o_NC, y_N, w_C, m_N) -> _Batch:
     # In halves (`_half_shifted`), as in `_hard_row`: finite wherever the loss is. (Not for
     # plain class ids, where it added a row fusion and 16 KB of temp memory at 4096 × 10.)
     lsh_y = _half_shifted(o_y, shift, plus_inf) - 0.5 * log_s
-    loss = -2 * ((1 - eps) * _times(w_y, lsh_y))
+    loss = -2 * _times((1 - eps) * w_y, lsh_y)  # ε = 1: 0, even at a −inf logit
   total = (1 - eps) * w_y  # Σv, the mass of the weighted target
   if eps > 0:
     a = eps / num_classes

@@ -682,7 +682,9 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
     # before the log is added, as log_softmax does, so a small loss keeps its relative precision.
     # In halves, doubled at the end: M − o_y overflows when the logits span more than the float
     # range, where the loss may not (halving is exact, so the rounding is the same).
-    shifted = 0.5 * top - (1 - eps) * (0.5 * total[1])
+    shifted = 0.5 * top
+    if eps < 1:  # ε = 1 gives the label no weight, even at a −inf logit (not 0·inf = NaN)
+      shifted = shifted - (1 - eps) * (0.5 * total[1])
     if need_sum:
       shifted = shifted - 0.5 * total[3]
     loss = 2 * shifted + jnp.log(total[0])

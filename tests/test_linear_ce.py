@@ -401,6 +401,21 @@ def test_logits_summing_or_spanning_beyond_the_float_range(chunk_size):
                                sj.cross_entropy(W[:rows], labels, **kw), rtol=1e-5)
 
 
+def test_label_term_of_zero_weight_at_a_minus_inf_logit_is_zero_not_nan():
+  """A class weight of 0 (or ε = 1) on a label whose logit is −inf: its term is 0, not
+  0·inf = NaN, as in the dense loss (found by review: NaN before)."""
+  x, W = jnp.eye(2), jnp.array([[1.0, 2.0, 3.0], [0.5, 0.0, 1.0]])
+  b = jnp.array([-jnp.inf, 0.0, 0.0])  # class 0 is impossible
+  y = jnp.array([0, 2])
+  w = jnp.array([0.0, 1.0, 1.0])
+  got = linear_cross_entropy(x, W, b, y, class_weights=w, reduction="none")
+  want = sj.cross_entropy(x @ W + b[None, :], y, class_weights=w, reduction="none")
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert got[0] == 0.0
+  got = linear_cross_entropy(x, W, b, y, label_smoothing=1.0, reduction="none")
+  np.testing.assert_array_equal(got, [np.inf, np.inf])  # the smoothing term sees the −inf
+
+
 @pytest.mark.parametrize("bias", [[0.0, -np.inf, 1.0, 0.0], [3e38, -3e38, 0.0, 1e4],
                                   [1e4, -1e4, 0.0, 0.0]])
 def test_minus_inf_and_float_max_biases_equal_dense(bias):

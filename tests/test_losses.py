@@ -626,6 +626,20 @@ def test_halved_sums_keep_ordinary_losses_accurate():
                                want, rtol=2e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", ["batch", "per_example"])
+def test_label_term_of_zero_weight_at_a_minus_inf_logit_is_zero_not_nan(kernel):
+  """ε = 1 gives the label's term the coefficient 0: at a −inf label logit it is 0, not
+  0·inf = NaN, and the loss is the smoothing term's +inf (found by review: NaN before)."""
+  fn = (sj.cross_entropy if kernel == "batch" else
+        lambda o, t, **kw: _per_example_reference(o, t, reduction="none", **kw))
+  o = jnp.array([[-INF, 0.0, 1.0], [INF, 0.0, 1.0], [1.0, 2.0, 3.0]])
+  y = jnp.array([0, 1, 2])
+  got = fn(o, y, label_smoothing=1.0)
+  assert got[0] == INF and got[1] == INF, got
+  np.testing.assert_allclose(got[2], ref_cross_entropy(np.asarray(o[2:]), np.array([2]),
+                                                       eps=1.0)[0], rtol=1e-6)
+
+
 def test_minus_inf_masked_classes():
   logits = jnp.array([[-INF, 1.0, 2.0], [0.5, -INF, -INF]])
   labels = jnp.array([1, 0])

@@ -314,6 +314,16 @@ class TestClassParallelOneShard:
     np.testing.assert_allclose(db, want_db, atol=1e-6)
     np.testing.assert_allclose(dW, np.einsum("ni,nj->nij", np.eye(3), want_db), atol=1e-6)
 
+  def test_full_smoothing_at_a_minus_inf_label_logit_is_inf_not_nan(self):
+    """ε = 1 gives the label no weight: at a −inf label logit the loss is the smoothing term's
+    +inf, not 0·inf = NaN (found by review: NaN before)."""
+    W = jnp.array([[1.0, 2.0, 3.0], [0.5, 0.0, 1.0]])
+    b = jnp.array([-jnp.inf, 0.0, 0.0])
+    got = parallel.class_parallel_cross_entropy(jnp.eye(2), W, b, jnp.array([0, 2]),
+                                                mesh=self.mesh, label_smoothing=1.0,
+                                                reduction="none")
+    np.testing.assert_array_equal(got, [np.inf, np.inf])
+
   @pytest.mark.parametrize("chunked", [False, True])
   def test_smoothing_with_logits_summing_beyond_the_float_range(self, chunked):
     """The shard sums are of (ε/q)·o_j and the loss is taken in halves, so logits summing or
