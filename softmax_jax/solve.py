@@ -170,8 +170,24 @@ def _weights_only(theta_DxC: jax.Array) -> jax.Array:
   return theta_DxC.at[-1].set(0)
 
 
+def _mean_ce_and_probs(o_NxC, y_N):
+  """The mean cross-entropy of class ids ``y_N`` and ``softmax(o_NxC)``, by one logsumexp.
+
+  A lean copy of :func:`softmax_jax.cross_entropy` for the solvers, whose logits are finite
+  (``x`` is checked, ``Θ`` starts finite): none of its handling of infinite logits, masks or
+  weights, which made the L-BFGS solver take 0.1–0.3 s longer to compile (about 1.0 s against
+  0.75 s at 60,000 × 785 × 10). A trial step that overflows gives ``inf`` or NaN, and the line
+  searches reject both.
+  """
+  max_Nx1 = jnp.max(o_NxC, axis=1, keepdims=True)
+  exp_NxC = jnp.exp(o_NxC - max_Nx1)
+  sum_Nx1 = jnp.sum(exp_NxC, axis=1, keepdims=True)
+  label_Nx1 = jnp.take_along_axis(o_NxC, y_N[:, None], axis=1)
+  return jnp.mean(jnp.log(sum_Nx1) + max_Nx1 - label_Nx1), exp_NxC / sum_Nx1
+
+
 def _value(theta_DxC, xt_NxD, y_N, l2):
-  ce = cross_entropy(_precision.dot(xt_NxD, theta_DxC), y_N, reduction="mean")
+  ce, _ = _mean_ce_and_probs(_precision.dot(xt_NxD, theta_DxC), y_N)
   return ce + 0.5 * l2 * jnp.sum(jnp.square(_weights_only(theta_DxC)))
 
 
@@ -183,8 +199,9 @@ def _value_and_grad(theta_DxC, xt_NxD, xtT_DxN, y_N, l2):
   """
   o_NxC = _precision.dot(xt_NxD, theta_DxC)
   w_DxC = _weights_only(theta_DxC)
-  value = cross_entropy(o_NxC, y_N, reduction="mean") + 0.5 * l2 * jnp.sum(jnp.square(w_DxC))
-  g_NxC = cross_entropy_grad(o_NxC, y_N)
+  ce, p_NxC = _mean_ce_and_probs(o_NxC, y_N)
+  value = ce + 0.5 * l2 * jnp.sum(jnp.square(w_DxC))
+  g_NxC = p_NxC - jax.nn.one_hot(y_N, o_NxC.shape[1], dtype=o_NxC.dtype)
   xtg_DxC = _precision.dot(xtT_DxN, g_NxC)
   return value, xtg_DxC / xt_NxD.shape[0] + l2 * w_DxC
 

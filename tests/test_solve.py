@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from softmax_jax import data
+from softmax_jax import losses
 from softmax_jax import solve
 from softmax_jax.model import Params
 from tests.conftest import enable_x64
@@ -121,6 +122,26 @@ def test_lbfgs_direction_is_the_bfgs_inverse_hessian(x64):
   none = solve._lbfgs_direction(jnp.asarray(grad), jnp.zeros((m, size)), jnp.zeros((m, size)),
                                 gamma)
   np.testing.assert_allclose(none, -gamma * grad, rtol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4, 3e38])
+def test_solver_kernel_equals_the_library_cross_entropy(x64, scale):
+  # The solvers' lean kernel against sj.cross_entropy and sj.cross_entropy_grad on finite
+  # logits: ordinary ones, rows spanning ±1e4 and ±3e38 (finite in float64), and a −inf that is
+  # not the label's (a trial step's overflow; the label's gives inf, rejected). A hand-computed
+  # row too: [log 3, 0, 0], label 1: loss log 5, softmax [3/5, 1/5, 1/5].
+  rng = np.random.default_rng(3)
+  o = rng.normal(size=(7, 5)) * np.where(rng.random((7, 5)) < 0.4, scale, 1.0)
+  o[0] = [scale, -scale, 0, scale, -scale]
+  y = rng.integers(0, 5, size=7)
+  y[0], y[1], o[1, 3] = 2, 0, -np.inf
+  ce, p = jax.jit(solve._mean_ce_and_probs)(jnp.asarray(o), jnp.asarray(y, jnp.int32))
+  np.testing.assert_allclose(ce, losses.cross_entropy(jnp.asarray(o), y, reduction="mean"), rtol=1e-15)
+  np.testing.assert_allclose(p - np.eye(5)[y], losses.cross_entropy_grad(jnp.asarray(o), y),
+                             rtol=1e-14, atol=1e-300)
+  ce, p = solve._mean_ce_and_probs(jnp.log(jnp.array([[3.0, 1, 1]])), jnp.array([1]))
+  np.testing.assert_allclose(ce, np.log(5), rtol=1e-15)
+  np.testing.assert_allclose(p, [[0.6, 0.2, 0.2]], rtol=1e-15)
 
 
 def test_prepare_augments_and_lays_out_the_transpose(x64):
