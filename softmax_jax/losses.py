@@ -74,11 +74,14 @@ class _Row(NamedTuple):
   label_coef: jax.Array
   smooth_coef: jax.Array  # class ids: ε/C, the coefficient of Σ_c w_c·do_c
   z_C: jax.Array  # o − max; with log_s, the log-softmax z − log s (only formed where needed)
+  zh_C: jax.Array  # its halves (`_half_shifted`), for the derivatives in the weights and targets
   log_s: jax.Array
 
   @property
-  def ls_C(self) -> jax.Array:
-    return self.z_C - self.log_s
+  def lsh_C(self) -> jax.Array:
+    """``ls/2``, finite wherever ``o`` is (``ls`` itself overflows where a row spans more than
+    the float range)."""
+    return self.zh_C - 0.5 * self.log_s
 
 
 def _shift(m):
@@ -163,8 +166,9 @@ def _hard_row(eps: float, o_C, y, w_C, m) -> _Row:
   loss, scale, label_coef = loss + nan_if_bad, total / s + nan_if_bad, (1 - eps) * w_y
   loss, scale, label_coef, smooth_coef = _masked(m, loss, scale, label_coef,
                                                  jnp.asarray(eps / num_classes, o_C.dtype))
-  e_C, z_C, log_s = _masked(m, e_C, z_C, log_s)  # a masked row's ls = z − log s is 0 too
-  return _Row(loss, e_C, scale, None, y, label_coef, smooth_coef, z_C, log_s)
+  # A masked row's ls = z − log s is 0 too.
+  e_C, z_C, zh_C, log_s = _masked(m, e_C, z_C, zh_C, log_s)
+  return _Row(loss, e_C, scale, None, y, label_coef, smooth_coef, z_C, zh_C, log_s)
 
 
 def _soft_row(eps: float, o_C, t_C, w_C, m) -> _Row:
@@ -174,9 +178,10 @@ def _soft_row(eps: float, o_C, t_C, w_C, m) -> _Row:
   v_C = t_C if w_C is None else w_C * t_C
   loss = -2 * jnp.sum(_times(v_C, zh_C - 0.5 * log_s))  # in halves, as in _hard_row
   # A masked row's ls = z − log s is 0 too, so that its targets and weights get no gradient.
-  loss, scale, e_C, v_C, z_C, log_s = _masked(m, loss, jnp.sum(v_C) / s, e_C, v_C, z_C, log_s)
+  loss, scale, e_C, v_C, z_C, zh_C, log_s = _masked(m, loss, jnp.sum(v_C) / s, e_C, v_C, z_C,
+                                                    zh_C, log_s)
   zero = jnp.zeros((), o_C.dtype)
-  return _Row(loss, e_C, scale, v_C, jnp.zeros((), jnp.int32), zero, zero, z_C, log_s)
+  return _Row(loss, e_C, scale, v_C, jnp.zeros((), jnp.int32), zero, zero, z_C, zh_C, log_s)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -195,9 +200,12 @@ def _hard_loss_row_jvp(eps, primals, tangents):
     if eps > 0:
       out = out - row.smooth_coef * jnp.sum(do_C if w_C is None else w_C * do_C)
   if w_C is not None and not _is_zero(dw_C):  # ∂l/∂w_c = −((1−ε)·[c = y] + ε/C)·ls_c
-    out = out - (1 - eps) * row.ls_C[row.label] * dw_C[row.label]
+    # In halves, doubled last: finite wherever the derivative is, as for the loss.
+    lsh_C = row.lsh_C
+    dt = (1 - eps) * lsh_C[row.label] * dw_C[row.label]
     if eps > 0:
-      out = out - eps / o_C.shape[0] * jnp.sum(row.ls_C * dw_C)
+      dt = dt + jnp.sum(eps / o_C.shape[0] * lsh_C * dw_C)
+    out = out - 2 * dt
   return row.loss, out
 
 
@@ -217,12 +225,14 @@ def _soft_loss_row_jvp(eps, primals, tangents):
   if not _is_zero(do_C):
     out = row.scale * jnp.sum(row.e_C * do_C) - jnp.sum(row.v_C * do_C)
   # _times: a class of zero weight (or zero target) does not enter the loss, so its derivative
-  # is 0 even where ls = −inf.
+  # is 0 even where ls = −inf. In halves (ls/2), doubled last, as for the loss.
+  lsh_C = row.lsh_C
   if not _is_zero(dt_C):  # ∂l/∂t_c = −(1−ε)·w_c·ls_c
-    out = out - (1 - eps) * jnp.sum((row.ls_C if w_C is None else _times(w_C, row.ls_C)) * dt_C)
+    coef_C = (1 - eps) * (lsh_C if w_C is None else _times(w_C, lsh_C))
+    out = out - 2 * jnp.sum(coef_C * dt_C)
   if w_C is not None and not _is_zero(dw_C):  # ∂l/∂w_c = −t'_c·ls_c
     t_C = (1 - eps) * t_C + eps / o_C.shape[0] if eps > 0 else t_C
-    out = out - jnp.sum(_times(t_C, row.ls_C) * dw_C)
+    out = out - 2 * jnp.sum(_times(t_C, lsh_C) * dw_C)
   return row.loss, out
 
 
@@ -338,7 +348,7 @@ class _Batch(NamedTuple):
   log_s_N: jax.Array
   y_N: jax.Array  # in-range ids (0 where out of range)
   z_y_N: jax.Array  # `_shifted` logit of the label
-  ls_y_N: jax.Array  # log-softmax at the label
+  lsh_y_N: jax.Array  # its half, from `_half_shifted` (finite wherever the logits are)
   scale_N: jax.Array  # r·Σv/s
   label_N: jax.Array  # r·(1−ε)·w_y
   smooth_N: jax.Array  # r·ε/C
@@ -367,13 +377,13 @@ def _batch(eps: float, reduction: str, o_NC, y_N, w_C, m_N) -> _Batch:
   log_s = jnp.log(s)
   z_y = _shifted(o_y, shift, plus_inf)
   ls_y = z_y - log_s
+  lsh_y = _half_shifted(o_y, shift, plus_inf) - 0.5 * log_s
   w_y = jnp.ones((), cdtype) if w_C is None else w_C[y_N]
   if w_C is None and eps == 0:
     loss = -ls_y  # overflows only where the loss does
   else:
     # In halves (`_half_shifted`), as in `_hard_row`: finite wherever the loss is. (Not for
     # plain class ids, where it added a row fusion and 16 KB of temp memory at 4096 × 10.)
-    lsh_y = _half_shifted(o_y, shift, plus_inf) - 0.5 * log_s
     loss = -2 * _times((1 - eps) * w_y, lsh_y)  # ε = 1: 0, even at a −inf logit
   total = (1 - eps) * w_y  # Σv, the mass of the weighted target
   if eps > 0:
@@ -417,7 +427,8 @@ def _batch(eps: float, reduction: str, o_NC, y_N, w_C, m_N) -> _Batch:
   # Each coefficient is keep·x/norm: x/norm for a kept example, 0 for a masked one (or when
   # nothing is kept), NaN for an out-of-range id.
   keep = jnp.where(has & kept, 1, 0).astype(cdtype) + nan_if_bad
-  return _Batch(reduced, e_NC, shift, plus_inf, log_s, y_N, z_y, ls_y, keep * total / (norm * s),
+  return _Batch(reduced, e_NC, shift, plus_inf, log_s, y_N, z_y, lsh_y,
+                keep * total / (norm * s),
                 keep * ((1 - eps) * w_y) / norm, keep * (eps / num_classes) / norm, keep, norm)
 
 
@@ -467,20 +478,24 @@ def _hard_loss_batch_jvp(eps, reduction, primals, tangents):
   total, out = _logits_tangent(reduction, b.loss, do_NC,
                                lambda: _batch_grad(eps, b, o_NC, w_C, m_N))
   if w_C is not None and not _is_zero(dw_C):
-    # L = T/norm: dL = (dT − L·dnorm)/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.
+    # L = T/norm: dL = dT/norm − L·dnorm/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.
+    # Each row's term is divided by norm first, and taken in halves (ls/2) and doubled last, as
+    # the loss is: finite wherever dL is.
     r = b.keep_N
+    rn = r / b.norm  # 1/norm for a kept row, 0 for a masked one, NaN for an out-of-range id
     # _times: a masked row (r = 0) adds 0 even where its log-softmax is −inf.
-    dt = -(1 - eps) * (_times(r, b.ls_y_N) * dw_C[b.y_N])
+    dt = (1 - eps) * (_times(rn, b.lsh_y_N) * dw_C[b.y_N])
     if reduction != "none":
       dt = jnp.sum(dt)
     if eps > 0:
-      ls = (_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
-            - b.log_s_N[:, None])
-      dt = dt - eps / o_NC.shape[1] * total(_times(r[:, None], ls) * dw_C[None, :])
+      lsh = (_half_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
+             - 0.5 * b.log_s_N[:, None])
+      dt = dt + total(_times(rn[:, None], eps / o_NC.shape[1] * lsh) * dw_C[None, :])
+    dt = -2 * dt
     if reduction == "mean":
       # A select, so that reverse mode passes a masked row 0, not 0·(−L/norm) (NaN if L = inf).
       dnorm = jnp.sum(jnp.where(r != 0, dw_C[b.y_N], 0))
-      dt = (dt - b.loss * dnorm) / b.norm
+      dt = dt - b.loss * (dnorm / b.norm)
     out = out + dt
   return b.loss, out
 
@@ -562,15 +577,15 @@ def _soft_loss_batch_jvp(eps, reduction, primals, tangents):
   if _is_zero(dt_NC) and (w_C is None or _is_zero(dw_C)):
     return b.loss, out
   # ∂l/∂t_c = −(1−ε)·w_c·ls_c and ∂l/∂w_c = −t'_c·ls_c, times r (0 for a masked row, where ls
-  # may be NaN or −inf: hence _times).
-  ls = (_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
-        - b.log_s_N[:, None])
-  r_ls = _times(b.r_N[:, None], ls)
+  # may be NaN or −inf: hence _times). In halves (ls/2), doubled last, as for the loss.
+  lsh = (_half_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
+         - 0.5 * b.log_s_N[:, None])
+  r_lsh = _times(b.r_N[:, None], lsh)
   if not _is_zero(dt_NC):
-    coef = -(1 - eps) * (r_ls if w_C is None else _times(w_C[None, :], r_ls))
-    out = out + total(coef * dt_NC.astype(b.loss.dtype))
+    coef = (1 - eps) * (r_lsh if w_C is None else _times(w_C[None, :], r_lsh))
+    out = out - 2 * total(coef * dt_NC.astype(b.loss.dtype))
   if w_C is not None and not _is_zero(dw_C):
-    out = out - total(_times(b.t_NC, r_ls) * dw_C[None, :])
+    out = out - 2 * total(_times(b.t_NC, r_lsh) * dw_C[None, :])
   return b.loss, out
 
 
@@ -725,6 +740,14 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, *, axis: int = -1,
   * ``"mean"``: with class ids, the sum divided by the total weight ``Σ_n w_{y_n}`` of the kept
     examples (their count without weights); with probability labels, divided by the number of
     kept examples. When nothing is kept this returns 0 where PyTorch returns NaN.
+
+  It is differentiable to any order in the logits, and also in probability labels
+  (``∂l/∂y_j = −(1−ε)·w_j·ls_j``, ``ls = log softmax(o)``) and in the class weights
+  (``∂l/∂w_j = −y'_j·ls_j``). Losses and these derivatives are taken in halves (``ls/2``,
+  doubled last), so they are finite wherever the exact value is, even where ``ls`` itself
+  overflows (a row spanning more than the float range). Where ``ls_j = −inf`` the derivative in
+  ``w_j`` is +inf, and forward mode gives NaN beside it (``inf·0``, as ``jax.jacfwd(jnp.log)``
+  at 0); reverse mode does not.
 
   Bad input raises eagerly (labels out of ``[0, C)``, probabilities that are negative or do not
   sum to 1, mismatched shapes, the wrong label dtype, weights of the wrong length). Under ``jit``

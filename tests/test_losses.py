@@ -612,6 +612,41 @@ def test_smoothing_soft_labels_and_weights_when_a_row_spans_more_than_the_float_
                              atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel, reduction", [("batch", "none"), ("batch", "sum"),
+                                               ("batch", "mean"), ("per_example", "none")])
+def test_weight_and_target_gradients_when_a_row_spans_more_than_the_float_range(kernel, reduction):
+  """The derivatives in the class weights and the probability labels are multiples of the
+  log-softmax, ``−6e38`` at the −3e38 entry of ``[3e38, 3e38, −3e38]``, which overflows; times
+  a coefficient below ½ they are finite, and are computed finite (inf before they were taken in
+  halves). Forward and reverse mode agree. Hand-computed, ls ≈ [−log 2, −log 2, −6e38]:
+  - label 0, ε = 0.3, w = [1, ½, 2]: ∂l/∂w = −(0.7·[c = 0] + 0.1)·ls = [0.8 log 2, 0.1 log 2,
+    6e37]; for "mean" (norm = w_0 = 1) the first entry also has −l = −(0.85 log 2 + 1.2e38);
+  - t = [½, 0, ½], ε = ½: ∂l/∂t = −½·ls = [½ log 2, ½ log 2, 3e38];
+  - t = [½, 0, ½], w = [1, ½, ½]: ∂l/∂w = −t·ls = [½ log 2, 0, 3e38] and
+    ∂l/∂t = −w·ls = [log 2, ½ log 2, 3e38].
+  """
+  fn = (functools.partial(sj.cross_entropy, reduction=reduction) if kernel == "batch" else
+        lambda o, t, **kw: _per_example_reference(o, t, reduction="none", **kw))
+  o = jnp.array([[3e38, 3e38, -3e38]])
+  log2 = np.log(2)
+
+  def check(f, arg, want):
+    f1 = lambda a: jnp.sum(f(a))  # noqa: E731
+    for got in (jax.grad(f1)(arg), jax.jacfwd(f1)(arg)):
+      np.testing.assert_allclose(got, want, rtol=2e-6)
+
+  w = jnp.array([1.0, 0.5, 2.0])
+  want_w = np.array([0.8 * log2, 0.1 * log2, 6e37])
+  if reduction == "mean":
+    want_w[0] -= 0.85 * log2 + 1.2e38
+  check(lambda w: fn(o, jnp.array([0]), class_weights=w, label_smoothing=0.3), w, want_w)
+  t = jnp.array([[0.5, 0.0, 0.5]])
+  check(lambda t: fn(o, t, label_smoothing=0.5), t, [[0.5 * log2, 0.5 * log2, 3e38]])
+  w = jnp.array([1.0, 0.5, 0.5])
+  check(lambda w: fn(o, t, class_weights=w), w, [0.5 * log2, 0.0, 3e38])
+  check(lambda t: fn(o, t, class_weights=w), t, [[log2, 0.5 * log2, 3e38]])
+
+
 def test_halved_sums_keep_ordinary_losses_accurate():
   """Halving is an exact scaling, so ordinary losses keep float32 accuracy (float64 reference),
   for smoothed ids, probability labels and both together."""
