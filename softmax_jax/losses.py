@@ -115,6 +115,7 @@ def _shifted_jvp(primals, tangents):
   return _shifted(o, shift, primals[2]), do - dshift
 
 
+@jax.custom_jvp
 def _half_shifted(o, shift, plus_inf):
   """``_shifted(o)/2``, computed as ``o/2 − shift/2``, which cannot overflow.
 
@@ -122,9 +123,18 @@ def _half_shifted(o, shift, plus_inf):
   ``+3e38``), although a loss that weighs it by ``v ≤ 1`` (label smoothing's ``ε/C``, a soft
   label, a class weight) is finite. Weighted sums of halves, doubled at the end, are finite
   wherever the loss is. Halving is exact (but for subnormals), so each term rounds as
-  ``v·(o − max)`` would.
+  ``v·(o − max)`` would. Its tangent is ``(do − dshift)/2`` everywhere, as `_shifted`'s is
+  ``do − dshift``: the derivatives in the weights and targets are taken in halves, and their own
+  derivative in a +inf logit is the limit from finite logits, not 0.
   """
   return jnp.where(plus_inf, _in_plus_inf_row(o), 0.5 * o - 0.5 * shift)
+
+
+@_half_shifted.defjvp
+def _half_shifted_jvp(primals, tangents):
+  o, shift, _ = primals
+  do, dshift, _ = tangents
+  return _half_shifted(o, shift, primals[2]), 0.5 * do - 0.5 * dshift
 
 
 def _row_stats(o_C):
@@ -478,24 +488,23 @@ def _hard_loss_batch_jvp(eps, reduction, primals, tangents):
   total, out = _logits_tangent(reduction, b.loss, do_NC,
                                lambda: _batch_grad(eps, b, o_NC, w_C, m_N))
   if w_C is not None and not _is_zero(dw_C):
-    # L = T/norm: dL = dT/norm − L·dnorm/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc.
-    # Each row's term is divided by norm first, and taken in halves (ls/2) and doubled last, as
-    # the loss is: finite wherever dL is.
+    # L = T/norm: dL = (dT − L·dnorm)/norm with ∂l_n/∂w_c = −((1−ε)·[c = y_n] + ε/C)·ls_nc,
+    # taken in halves (ls/2) and doubled, as the loss is: finite wherever dT is. (Dividing each
+    # row by norm first lost the exact 0 of dT − L·dnorm where w_c cancels from the mean.)
     r = b.keep_N
-    rn = r / b.norm  # 1/norm for a kept row, 0 for a masked one, NaN for an out-of-range id
     # _times: a masked row (r = 0) adds 0 even where its log-softmax is −inf.
-    dt = (1 - eps) * (_times(rn, b.lsh_y_N) * dw_C[b.y_N])
+    dt = (1 - eps) * (_times(r, b.lsh_y_N) * dw_C[b.y_N])
     if reduction != "none":
       dt = jnp.sum(dt)
     if eps > 0:
       lsh = (_half_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
              - 0.5 * b.log_s_N[:, None])
-      dt = dt + total(_times(rn[:, None], eps / o_NC.shape[1] * lsh) * dw_C[None, :])
+      dt = dt + total(_times(r[:, None], eps / o_NC.shape[1] * lsh) * dw_C[None, :])
     dt = -2 * dt
     if reduction == "mean":
       # A select, so that reverse mode passes a masked row 0, not 0·(−L/norm) (NaN if L = inf).
       dnorm = jnp.sum(jnp.where(r != 0, dw_C[b.y_N], 0))
-      dt = dt - b.loss * (dnorm / b.norm)
+      dt = (dt - b.loss * dnorm) / b.norm
     out = out + dt
   return b.loss, out
 
@@ -539,7 +548,7 @@ def _soft_batch(eps: float, reduction: str, o_NC, t_NC, w_C, m_N) -> _SoftBatch:
   # In halves (`_half_shifted`), doubled only in the loss: finite wherever the loss is (a
   # factor 2 applied to the row sum itself split this pass in two at 10 classes, 1.2× slower).
   v_zh = _row_reduce(jnp.sum, _times(v_NC, _half_shifted(o_NC, shift[:, None], plus_inf[:, None])))
-  m = jnp.maximum(m, jnp.minimum(m, -jnp.abs(v_zh)))
+  m = jnp.maximum(m, jnp.minimum(m, -jnp.abs(jax.lax.stop_gradient(v_zh))))
   e_NC = _exp_shifted(o_NC, m)
   s = _row_reduce(jnp.sum, e_NC)
   s = jnp.where(s == 0, 1, s)  # a row of −inf: s = 1, log s = 0; NaN stays NaN

@@ -647,6 +647,39 @@ def test_weight_and_target_gradients_when_a_row_spans_more_than_the_float_range(
   check(lambda t: fn(o, t, class_weights=w), t, [[log2, 0.5 * log2, 3e38]])
 
 
+@pytest.mark.parametrize("kernel", ["batch", "per_example"])
+@pytest.mark.parametrize("soft", [False, True], ids=["ids", "probs"])
+def test_mixed_second_derivatives_at_plus_inf_logits_are_the_finite_limit(kernel, soft):
+  """The derivatives of the weight (and target) gradients in the logits, at a row with two tied
+  +inf logits, equal those at [1e4, 1e4, 0], the limit from finite logits (the halved
+  log-softmax once gave them tangent 0 there, and the soft rule's Hessian in (o, w) NaN). Found
+  by review."""
+  inf_rows = jnp.array([[INF, INF, 0.0], [0.3, -1.0, 2.0]])
+  proxy = jnp.array([[1e4, 1e4, 0.0], [0.3, -1.0, 2.0]])
+  w = jnp.array([1.0, 0.5, 2.0])
+  labels = jnp.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]) if soft else jnp.array([0, 2])
+  for eps, red in ((0.0, "none"), (0.2, "sum"), (0.2, "mean")):
+    if kernel == "batch":
+      def f(o, lab, w, eps=eps, red=red):
+        return jnp.sum(sj.cross_entropy(o, lab, class_weights=w, label_smoothing=eps,
+                                        reduction=red))
+    else:
+      if red != "none":
+        continue
+      def f(o, lab, w, eps=eps):
+        return jnp.sum(_per_example_reference(o, lab, class_weights=w, label_smoothing=eps,
+                                              reduction="none"))
+    derivs = {"fwd(grad_w)": jax.jacfwd(jax.grad(f, 2), 0),
+              "rev(grad_w)": jax.jacrev(jax.grad(f, 2), 0),
+              "hessian(o, w)": lambda o, lab, w, f=f: jax.hessian(f, (0, 2))(o, lab, w)[0][1]}
+    if soft:
+      derivs["fwd(grad_t)"] = jax.jacfwd(jax.grad(f, 1), 0)
+    for name, d in derivs.items():
+      got, want = d(inf_rows, labels, w), d(proxy, labels, w)
+      assert np.all(np.isfinite(got)), (name, eps, red, got)
+      np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{name}, ε = {eps}, {red}")
+
+
 def test_halved_sums_keep_ordinary_losses_accurate():
   """Halving is an exact scaling, so ordinary losses keep float32 accuracy (float64 reference),
   for smoothed ids, probability labels and both together."""
