@@ -66,13 +66,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
 from softmax_jax._precision import dot
 from softmax_jax._precision import einsum
-from softmax_jax._precision import pow2_exponent
-from softmax_jax._precision import times_pow2
 from softmax_jax.model import Params as DenseParams
 
 # --- validation and shared pieces ----------------------------------------------------------------
@@ -128,6 +127,30 @@ def _check_x(x: ArrayLike, d: int, layer: str) -> jax.Array:
 def _shape_error(layer: str, expected: str, got: dict[str, tuple[int, ...]]) -> ValueError:
   shapes = ", ".join(f"{k} {s}" for k, s in got.items())
   return ValueError(f"{layer} params must hold {expected}; got {shapes}.")
+
+
+def pow2_exponent(x: jax.Array, axis: int = -1) -> jax.Array:
+  """``t >= 0`` with ``max|x|/2^t ∈ [1, 2)`` when ``max|x| > 1``, else ``t = 0`` (int, keepdims).
+
+  ``t = 0`` also when ``max|x|`` is ``inf`` or NaN (``frexp`` gives no exponent; an infinite
+  input is passed on unscaled, rather than doubled, which turned ``inf − 3e38`` into ``inf − inf``).
+  """
+  m = lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
+  _, e = jnp.frexp(m)  # m = f·2^e with f ∈ [0.5, 1)
+  return jnp.where((m > 1) & (m < jnp.inf), e - 1, 0)
+
+
+def times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:
+  """``x·2^t``, exactly (barring overflow or underflow), for ``|t| <= 128``.
+
+  ``2^t`` is applied as two factors ``2^a·2^b`` (``a = t//2``) so that neither is subnormal: XLA
+  on CPU flushes subnormals to zero, and ``2^-127`` is one. A power-of-two scaling is exact, so a
+  linear ``f`` satisfies ``f(x) = 2^t f(x·2^-t)`` to rounding; entries smaller than the largest by
+  ``~2^-149`` may underflow, but their share of any sum is below rounding anyway.
+  """
+  one = jnp.ones((), x.dtype)
+  a = t // 2
+  return x * jnp.ldexp(one, a).astype(x.dtype) * jnp.ldexp(one, t - a).astype(x.dtype)
 
 
 def _batched(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array) -> jax.Array:

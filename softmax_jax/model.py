@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -21,7 +20,6 @@ from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
 from softmax_jax._precision import dot
-from softmax_jax._precision import times_pow2
 from softmax_jax.softmax import softmax
 
 
@@ -92,7 +90,7 @@ def _logits_one(params: Params, x_D: jax.Array) -> jax.Array:
   return dot(x_D, params.W) + params.b
 
 
-def logits(params: Params, x: ArrayLike, *, guard_overflow: bool = True) -> jax.Array:
+def logits(params: Params, x: ArrayLike) -> jax.Array:
   r"""The affine map ``o = xW + b``, for one example or a batch.
 
   Written for a single example ``x`` of shape ``(d,)`` and ``jax.vmap``-ped over the batch, so
@@ -103,22 +101,9 @@ def logits(params: Params, x: ArrayLike, *, guard_overflow: bool = True) -> jax.
   ``dx W + x dW + db``, written so that reverse mode's weight gradient ``xᵀ G`` is a product XLA
   runs fast on a CPU. Forward mode, reverse mode and ``jax.hessian`` all work.
 
-  **Overflow.** Features near the float maximum can overflow the product's partial sums:
-  ``x·W`` of ``[3e38, 3e38, −3e38, −3e38]`` and ones is 0, but the plain sum reaches inf. Where
-  any logit of the call comes out infinite or NaN, the product is redone in a ``lax.cond`` with
-  each column of ``W`` (and ``b``) scaled by an exact power of two ``2^-t`` that bounds
-  ``Σ_d |W_dc|`` by 1, and the result scaled back: no partial sum can then exceed ``max|x|``.
-  Logits that are infinite in exact arithmetic stay infinite; finite ones keep the plain
-  product's bits. Ordinary inputs pay one check of the ``n × q`` logits and a copy of them
-  (about 4% of the product at 60,000 × 784 × 10 on a CPU). The derivatives are not guarded.
-  ``guard_overflow=False`` skips it; the training step does (the check cost 3% of a CPU epoch),
-  and an overflow there gives an infinite loss, which training reports
-  (:class:`softmax_jax.train.NonFiniteLossError`).
-
   Args:
     params: ``Params(W, b)``.
     x: features, shape ``(d,)`` or ``(..., d)``.
-    guard_overflow: redo an overflowed product from scaled features (above).
 
   Returns:
     Logits of shape ``(q,)`` or ``(..., q)``.
@@ -127,58 +112,14 @@ def logits(params: Params, x: ArrayLike, *, guard_overflow: bool = True) -> jax.
     Zhang et al., Dive into Deep Learning, §4.1.1.2 (eq. 4.1.2) and §4.1.1.4 (vectorisation).
   """
   params, x = _check(params, x)
-  if not isinstance(guard_overflow, bool):
-    raise TypeError(f"guard_overflow must be a bool; got {guard_overflow!r}.")
   if x.ndim == 1:
-    o_C = _logits_one(params, x)
-    if not guard_overflow:
-      return o_C
-    return _guarded(o_C, lambda: _scaled_logits_one(params, x))
-  o_NC = _batch_logits(guard_overflow, params, x.reshape(-1, x.shape[-1]))
+    return _logits_one(params, x)
+  o_NC = _batch_logits(params, x.reshape(-1, x.shape[-1]))
   return o_NC.reshape(*x.shape[:-1], o_NC.shape[-1])
 
 
 def _vmapped_logits(params: Params, x_ND: jax.Array) -> jax.Array:
   return jax.vmap(_logits_one, in_axes=(None, 0))(params, x_ND)
-
-
-def _column_exponents(W_DxC: jax.Array) -> jax.Array:
-  """``t_C >= 0`` with ``Σ_d |W_dc| <= 2^t_c`` per column: from the column max ``m = f·2^e``
-  (``f ∈ [½, 1)``), ``t = e + ⌈log₂ d⌉``, as ``Σ_d |W_dc| <= d·m < 2^t``; 0 where that is
-  negative, or ``m`` is 0 or not finite."""
-  m_C = jnp.max(jnp.abs(jax.lax.stop_gradient(W_DxC)), axis=0)
-  _, e_C = jnp.frexp(m_C)
-  t_C = e_C + math.ceil(math.log2(max(W_DxC.shape[0], 1)))
-  return jnp.where((m_C > 0) & (m_C < jnp.inf) & (t_C > 0), t_C, 0)
-
-
-def _scaled_logits_one(params: Params, x_D: jax.Array) -> jax.Array:
-  """``2^t ⊙ (x (W·2^-t) + b·2^-t)`` with :func:`_column_exponents` ``t``: no partial sum can
-  overflow for finite ``x``, as ``|Σ_d x_d W_dc|·2^-t_c <= max|x|``. Power-of-two scalings are
-  exact, so it rounds as the plain product does, unless a product falls below the normal range
-  (by the factor ``2^-t``). Under ``vmap``, ``t`` and the scaled ``W`` are computed once."""
-  t_C = _column_exponents(params.W)
-  W_DxC = times_pow2(params.W, -t_C[None, :])
-  return times_pow2(dot(x_D, W_DxC) + times_pow2(params.b, -t_C), t_C)
-
-
-def _guarded(o: jax.Array, scaled: Callable[[], jax.Array]) -> jax.Array:
-  """``o`` if every entry is finite, else ``scaled()``: the logits again, from scaled weights.
-
-  Any overflow of the plain product leaves an inf or a NaN in ``o``; only then is the product
-  redone (:func:`_scaled_logits_one`), in a ``lax.cond``, so that finite logits keep the plain
-  product's bits, also for features so small that the scaled weights would lose them. Under a
-  ``vmap`` of the caller the cond becomes a select, and both products run.
-  """
-  return jax.lax.cond(jnp.all(jnp.isfinite(o)), lambda: o, scaled)
-
-
-def _affine(guard: bool, params: Params, x_ND: jax.Array) -> jax.Array:
-  """The batch's logits: vmapped per example; with ``guard``, redone scaled if they overflowed."""
-  o_NC = _vmapped_logits(params, x_ND)
-  if not guard:
-    return o_NC
-  return _guarded(o_NC, lambda: jax.vmap(_scaled_logits_one, in_axes=(None, 0))(params, x_ND))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,15 +147,15 @@ def _barrier_transposes() -> bool:
   return True
 
 
-def _batch_logits(guard: bool, params: Params, x_ND: jax.Array) -> jax.Array:
+def _batch_logits(params: Params, x_ND: jax.Array) -> jax.Array:
   if not _barrier_transposes():
-    return _affine(guard, params, x_ND)
-  return _batch_logits_rule(guard, params, x_ND)
+    return _vmapped_logits(params, x_ND)
+  return _batch_logits_rule(params, x_ND)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _batch_logits_rule(guard: bool, params: Params, x_ND: jax.Array) -> jax.Array:
-  return _affine(guard, params, x_ND)
+@jax.custom_jvp
+def _batch_logits_rule(params: Params, x_ND: jax.Array) -> jax.Array:
+  return _vmapped_logits(params, x_ND)
 
 
 def _x_dw_cpu(x_ND: jax.Array, dW_DxC: jax.Array) -> jax.Array:
@@ -223,10 +164,10 @@ def _x_dw_cpu(x_ND: jax.Array, dW_DxC: jax.Array) -> jax.Array:
   return barrier(dot(barrier(dW_DxC.T), x_ND.T)).T
 
 
-def _batch_logits_jvp(guard, primals, tangents):
+def _batch_logits_jvp(primals, tangents):
   params, x_ND = primals
   dparams, dx_ND = tangents
-  out = _affine(guard, params, x_ND)
+  out = _vmapped_logits(params, x_ND)
   terms = []
   if not v.is_zero_tangent(dx_ND):
     terms.append(dot(dx_ND, params.W))

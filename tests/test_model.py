@@ -335,49 +335,14 @@ class TestPredict:
     assert np.all(np.isnan(p[0])) and np.all(np.isfinite(p[1]))
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known, left alone: sj.logits sums x·W in plain float32, so partial sums of ±3e38 features "
+    "overflow (layers.dense_logits scales x by a power of two first); the hot training path"))
 def test_logits_of_features_near_the_float_max():
-  # x·W = [0, 0] exactly; the plain product's partial sums overflow to [inf, 0] (a strict xfail
-  # until the guard scaled W). One example, a batch, jitted and vmapped.
   params = sj.Params(W=jnp.ones((4, 2)).at[:, 1].set(0.0), b=jnp.zeros(2))
-  x = jnp.array([3e38, 3e38, -3e38, -3e38])
+  x = jnp.array([3e38, 3e38, -3e38, -3e38])  # x·W = [0, 0] exactly; got [inf, 0]
   np.testing.assert_array_equal(sj.logits(params, x), [0.0, 0.0])
   np.testing.assert_array_equal(sj.predict_proba(params, x), [0.5, 0.5])
-  # A batch: the overflowing row beside an ordinary one (its logits [1+2−3+4, 0] + b, exact)
-  # and beside rows whose logits are infinite in exact arithmetic (6e38 > float max), or NaN.
-  b = jnp.array([0.5, -1.0])
-  xs = jnp.stack([x, jnp.array([1.0, 2.0, -3.0, 4.0]), jnp.array([3e38, 3e38, 0.0, 0.0]),
-                  jnp.array([jnp.nan, 0.0, 0.0, 0.0])])
-  want = [[0.5, -1.0], [4.5, -1.0], [np.inf, -1.0], [np.nan, np.nan]]
-  p = params._replace(b=b)
-  for got in (sj.logits(p, xs), jax.jit(sj.logits)(p, xs),
-              jax.vmap(lambda x_: sj.logits(p, x_))(xs), sj.logits(p, xs.reshape(2, 2, 4))):
-    np.testing.assert_array_equal(np.reshape(got, (4, 2)), want)
-  # 16-bit floats: float16's range ends at 65504, bfloat16's near float32's.
-  for dtype, big in ((jnp.float16, 6e4), (jnp.bfloat16, 3e38)):
-    p16 = sj.Params(W=params.W.astype(dtype), b=params.b.astype(dtype))
-    x16 = jnp.array([big, big, -big, -big], dtype)
-    np.testing.assert_array_equal(sj.logits(p16, x16[None]), [[0.0, 0.0]])
-  # Without the guard (the training step's setting) the overflow shows.
-  assert sj.logits(params, x, guard_overflow=False)[0] == np.inf
-  assert sj.logits(params, x[None], guard_overflow=False)[0, 0] == np.inf
-  # Ordinary inputs: the same bits with and without the guard (power-of-two scalings are
-  # exact), for weights whose column sums need t = 0 to 77 bits of scaling, in three dtypes.
-  rng = np.random.default_rng(0)
-  for scale in (1e-6, 0.01, 1.0, 1e3, 1e20):
-    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
-      if dtype == jnp.float16 and scale > 1:
-        continue  # beyond float16's range
-      xo = jnp.asarray(rng.normal(size=(16, 300)), dtype)
-      po = sj.Params(W=jnp.asarray(rng.normal(size=(300, 7)) * scale, dtype),
-                     b=jnp.asarray(rng.normal(size=7), dtype))
-      np.testing.assert_array_equal(jax.jit(sj.logits)(po, xo),
-                                    sj.logits(po, xo, guard_overflow=False))
-  # Differentiable through the guard (the derivatives themselves are not guarded).
-  g = jax.grad(lambda p_: jnp.sum(sj.logits(p_, xs[:2])))(p)
-  np.testing.assert_array_equal(g.b, [2.0, 2.0])
-  np.testing.assert_allclose(g.W, np.tile((xs[0] + xs[1])[:, None], (1, 2)), rtol=1e-6)
-  with pytest.raises(TypeError, match="guard_overflow must be a bool; got 1"):
-    sj.logits(params, x, guard_overflow=1)
 
 
 # ------------------------------------------------------------------------------------------------
