@@ -73,8 +73,8 @@ class _Row(NamedTuple):
   label: jax.Array  # class ids: the label and its coefficient (1−ε)·w_y
   label_coef: jax.Array
   smooth_coef: jax.Array  # class ids: ε/C, the coefficient of Σ_c w_c·do_c
-  z_C: jax.Array  # o − max; with log_s, the log-softmax z − log s (only formed where needed)
-  zh_C: jax.Array  # its halves (`_half_shifted`), for the derivatives in the weights and targets
+  zh_C: jax.Array  # (o − max)/2 (`_half_shifted`); with log_s, the halved log-softmax that the
+  # derivatives in the weights and targets use (only formed where needed)
   log_s: jax.Array
 
   @property
@@ -138,15 +138,15 @@ def _half_shifted_jvp(primals, tangents):
 
 
 def _row_stats(o_C):
-  """Shifted logits ``z`` and their halves (`_half_shifted`), ``e = exp(z)``, ``s = Σ e`` and
-  ``log s``, with softmax.py's limits."""
+  """The halves of the shifted logits ``z = o − max`` (`_half_shifted`), ``e = exp(z)``,
+  ``s = Σ e`` and ``log s``, with softmax.py's limits."""
   shift, plus_inf = _shift(jax.lax.stop_gradient(jnp.max(o_C)))
   z_C = _shifted(o_C, shift, plus_inf)
   e_C = jnp.exp(z_C)
   s = jnp.sum(e_C)
   empty = s == 0  # a row of −inf; a NaN s stays NaN
   s_safe = jnp.where(empty, 1, s)
-  return z_C, _half_shifted(o_C, shift, plus_inf), e_C, s_safe, jnp.where(empty, 0, jnp.log(s_safe))
+  return _half_shifted(o_C, shift, plus_inf), e_C, s_safe, jnp.where(empty, 0, jnp.log(s_safe))
 
 
 def _masked(m, *xs):
@@ -156,7 +156,7 @@ def _masked(m, *xs):
 
 def _hard_row(eps: float, o_C, y, w_C, m) -> _Row:
   num_classes = o_C.shape[0]
-  z_C, zh_C, e_C, s, log_s = _row_stats(o_C)
+  zh_C, e_C, s, log_s = _row_stats(o_C)
   in_range = (y >= 0) & (y < num_classes)
   y = jnp.where(in_range, y, 0)
   w_y = jnp.ones((), o_C.dtype) if w_C is None else w_C[y]
@@ -176,22 +176,20 @@ def _hard_row(eps: float, o_C, y, w_C, m) -> _Row:
   loss, scale, label_coef = loss + nan_if_bad, total / s + nan_if_bad, (1 - eps) * w_y
   loss, scale, label_coef, smooth_coef = _masked(m, loss, scale, label_coef,
                                                  jnp.asarray(eps / num_classes, o_C.dtype))
-  # A masked row's ls = z − log s is 0 too.
-  e_C, z_C, zh_C, log_s = _masked(m, e_C, z_C, zh_C, log_s)
-  return _Row(loss, e_C, scale, None, y, label_coef, smooth_coef, z_C, zh_C, log_s)
+  e_C, zh_C, log_s = _masked(m, e_C, zh_C, log_s)  # a masked row's ls/2 = zh − log s/2 is 0 too
+  return _Row(loss, e_C, scale, None, y, label_coef, smooth_coef, zh_C, log_s)
 
 
 def _soft_row(eps: float, o_C, t_C, w_C, m) -> _Row:
   num_classes = o_C.shape[0]
-  z_C, zh_C, e_C, s, log_s = _row_stats(o_C)
+  zh_C, e_C, s, log_s = _row_stats(o_C)
   t_C = (1 - eps) * t_C + eps / num_classes if eps > 0 else t_C
   v_C = t_C if w_C is None else w_C * t_C
   loss = -2 * jnp.sum(_times(v_C, zh_C - 0.5 * log_s))  # in halves, as in _hard_row
-  # A masked row's ls = z − log s is 0 too, so that its targets and weights get no gradient.
-  loss, scale, e_C, v_C, z_C, zh_C, log_s = _masked(m, loss, jnp.sum(v_C) / s, e_C, v_C, z_C,
-                                                    zh_C, log_s)
+  # A masked row's ls/2 = zh − log s/2 is 0 too, so that its targets and weights get no gradient.
+  loss, scale, e_C, v_C, zh_C, log_s = _masked(m, loss, jnp.sum(v_C) / s, e_C, v_C, zh_C, log_s)
   zero = jnp.zeros((), o_C.dtype)
-  return _Row(loss, e_C, scale, v_C, jnp.zeros((), jnp.int32), zero, zero, z_C, zh_C, log_s)
+  return _Row(loss, e_C, scale, v_C, jnp.zeros((), jnp.int32), zero, zero, zh_C, log_s)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
