@@ -4,7 +4,9 @@ All quantities are in nats by default; ``base=2`` gives bits (divide by ``log ba
 Conventions, as in Cover & Thomas: ``0 · log 0 = 0``, so an impossible outcome adds nothing to an
 entropy; ``H(P, Q) = KL(P‖Q) = +inf`` when some outcome has ``q = 0 < p``. No function returns
 NaN for valid distributions, and the gradients are finite wherever the value is (at ``p = 0``
-the derivative of ``p log p`` is taken as 0, its value from the right being ``-inf``).
+the derivative of ``p log p`` is taken as 0, its value from the right being ``-inf``). The
+derivative of ``p log q`` in ``p`` is ``log q`` at ``p = 0`` too, where ``q > 0``: the gradient of
+``H(P, Q)`` in ``P`` is ``−log q`` everywhere, and ``KL = H(P, Q) − H(P)`` holds for gradients.
 
 Arguments are validated like soft labels: entries ``>= 0`` that sum to 1 along ``axis`` within a
 dtype tolerance (eagerly, or under :func:`softmax_jax.checked`). Unchecked, under a plain ``jit``,
@@ -57,13 +59,46 @@ def _safe_log(x: jax.Array) -> jax.Array:
   return jnp.where(zero, -jnp.inf, jnp.log(jnp.where(zero, 1, x)))
 
 
+@jax.custom_jvp
 def _p_times(p: jax.Array, log_x: jax.Array) -> jax.Array:
-  """p · log_x with 0 · (−inf) = 0; the inner where keeps the gradient at p = 0 finite.
+  """p · log_x with 0 · (−inf) = 0.
 
   Only ``p == 0`` contributes nothing: a NaN ``p`` makes the product NaN.
+
+  Its derivative in ``p`` is ``log_x``, exact wherever that is finite: ``p log q`` is linear in
+  ``p``, so a zero ``p`` beside a positive ``q`` has the derivative ``log q``, not 0. Where
+  ``p = 0`` and ``log_x = −inf`` (``p log p`` at an impossible outcome, or ``q = 0``) the value
+  jumps to ``+inf``, or its slope to ``−inf``, as ``p`` leaves 0; the derivative is taken as 0
+  there, so that gradients are finite wherever the value is.
   """
   zero = p == 0
   return jnp.where(zero, 0, p * jnp.where(zero, 0, log_x))
+
+
+@_p_times.defjvp
+def _p_times_jvp(primals, tangents):
+  p, log_x = primals
+  dp, dlog_x = tangents
+  zero = p == 0
+  coef = jnp.where(zero & (log_x == -jnp.inf), 0, log_x)
+  return _p_times(p, log_x), dp * coef + jnp.where(zero, 0, p * dlog_x)
+
+
+@jax.custom_jvp
+def _p_log_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+  """``p · (log p − log q)``, the terms of KL, in one product (so that ``KL(P‖P) = 0``
+  exactly); its derivative is that of ``p log p − p log q``, each by `_p_times`' rule, so that
+  ``KL = H(P, Q) − H(P)`` holds for gradients too (at ``p = 0 < q``: ``−log q``)."""
+  return _p_times(p, log_p - log_q)
+
+
+@_p_log_ratio.defjvp
+def _p_log_ratio_jvp(primals, tangents):
+  p, log_p, log_q = primals
+  dp, dlog_p, dlog_q = tangents
+  _, d_self = jax.jvp(_p_times, (p, log_p), (dp, dlog_p))
+  _, d_cross = jax.jvp(_p_times, (p, log_q), (dp, dlog_q))
+  return _p_log_ratio(p, log_p, log_q), d_self - d_cross
 
 
 def _pair(p: ArrayLike, q: ArrayLike, axis: int) -> tuple[jax.Array, jax.Array, int]:
@@ -175,4 +210,4 @@ def kl_divergence(p: ArrayLike, q: ArrayLike, *, axis: int = -1,
   scale = _log_base(base)
   p, q, axis = _pair(p, q, axis)
   # Σ p (log p − log q), with log q = −inf at q = 0 making the term +inf when p > 0.
-  return jnp.sum(_p_times(p, _safe_log(p) - _safe_log(q)), axis=axis) / scale
+  return jnp.sum(_p_log_ratio(p, _safe_log(p), _safe_log(q)), axis=axis) / scale

@@ -264,6 +264,37 @@ class TestGradients:
       assert jnp.all(jnp.isfinite(gp)) and jnp.all(jnp.isfinite(gq)), (fn, gp, gq)
       np.testing.assert_allclose(gq[:2], [-2.0, -2 / 3], rtol=1e-6)
 
+  @pytest.mark.parametrize("mode", ["rev", "fwd"])
+  def test_derivative_in_a_zero_p_beside_a_positive_q_is_minus_log_q(self, x64, mode):
+    # H(P, Q) = −Σ p log q is linear in p: its gradient in p is −log q everywhere, p = 0
+    # included (it used to be 0 there, from the 0·log 0 select).
+    p = jnp.array([1.0, 0.0, 0.0], jnp.float64)
+    q = jnp.array([0.5, 0.25, 0.25], jnp.float64)
+    jac = jax.grad if mode == "rev" else jax.jacfwd
+    g_ce = jax.jit(jac(info.cross_entropy))(p, q)
+    np.testing.assert_allclose(g_ce, [math.log(2), math.log(4), math.log(4)], rtol=1e-14)
+    np.testing.assert_allclose(jax.jit(jac(lambda p, q: info.cross_entropy(p, q, base=2)))(p, q),
+                               [1.0, 2.0, 2.0], rtol=1e-14)
+    # With the convention that p log p has derivative 0 at p = 0 (entropy), KL = H(P, Q) − H(P)
+    # holds for the gradients: 1 + log(1/0.5) at p = 1, −log q beside it.
+    g_h = jax.jit(jac(info.entropy))(p)
+    np.testing.assert_allclose(g_h, [-1.0, 0.0, 0.0], rtol=1e-14)
+    g_kl = jax.jit(jac(info.kl_divergence))(p, q)
+    np.testing.assert_allclose(g_kl, [1 + math.log(2), math.log(4), math.log(4)], rtol=1e-14)
+    np.testing.assert_allclose(g_kl, g_ce - g_h, rtol=1e-14)
+
+  def test_second_derivatives_with_a_zero_p(self, x64):
+    # ∂²/∂p∂q of −p log q is −1/q, at p = 0 too; ∂²/∂q² is p/q², 0 at p = 0. The KL's Hessian
+    # in p is diag(1/p) where p > 0 and 0 (the convention) at p = 0.
+    p = jnp.array([0.6, 0.4, 0.0], jnp.float64)
+    q = jnp.array([0.5, 0.25, 0.25], jnp.float64)
+    h = jax.jit(jax.hessian(info.cross_entropy, argnums=(0, 1)))(p, q)
+    np.testing.assert_allclose(h[0][0], np.zeros((3, 3)), atol=0)
+    np.testing.assert_allclose(h[0][1], -np.diag(1 / np.asarray(q)), rtol=1e-14)
+    np.testing.assert_allclose(h[1][1], np.diag(np.asarray(p) / np.asarray(q) ** 2), rtol=1e-14)
+    hk = jax.jit(jax.hessian(info.kl_divergence))(p, q)
+    np.testing.assert_allclose(hk, np.diag([1 / 0.6, 1 / 0.4, 0.0]), rtol=1e-14)
+
 
 # ------------------------------------------------------------------------------------------------
 # Stability: distributions made by softmax of extreme logits.
