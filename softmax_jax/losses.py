@@ -40,9 +40,32 @@ from softmax_jax.softmax import vmap_rows
 _is_zero = v.is_zero_tangent
 
 
+@jax.custom_jvp
 def _times(a: jax.Array, b: jax.Array) -> jax.Array:
-  """a·b with 0·(±inf) = 0: a class with zero weight contributes nothing."""
+  """a·b with 0·(±inf) = 0: a class with zero weight contributes nothing.
+
+  Its derivative in ``a`` is ``b`` wherever ``b`` is finite, ``a = 0`` included (the select alone
+  gave 0 there, so the derivative of the weight gradient ``−t_c·ls_c`` in a zero target ``t_c``
+  came out 0 instead of ``−ls_c``). Where ``a = 0`` and ``b`` is not finite it is 0: the class
+  does not enter the loss, and a masked row's NaN stays out of its tangent.
+  """
   return jnp.where(a == 0, 0, a * b)
+
+
+def _times_jvp(primals, tangents):
+  a, b = primals
+  da, db = tangents
+  zero = a == 0
+  out = _times(a, b)
+  dout = jnp.zeros_like(out)
+  if not _is_zero(da):  # symbolic zeros skipped: a constant a beside b = −inf adds 0, not NaN
+    dout = dout + da * jnp.where(zero & ~jnp.isfinite(b), 0, b)
+  if not _is_zero(db):
+    dout = dout + jnp.where(zero, 0, a * db)
+  return out, dout
+
+
+_times.defjvp(_times_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,7 +233,9 @@ def _hard_loss_row_jvp(eps, primals, tangents):
   if w_C is not None and not _is_zero(dw_C):  # ∂l/∂w_c = −((1−ε)·[c = y] + ε/C)·ls_c
     # In halves, doubled last: finite wherever the derivative is, as for the loss.
     lsh_C = row.lsh_C
-    dt = (1 - eps) * lsh_C[row.label] * dw_C[row.label]
+    dt = jnp.zeros_like(row.loss)
+    if eps < 1:  # at ε = 1 the label's term is absent, not 0·(−inf) = NaN at a −inf logit
+      dt = (1 - eps) * lsh_C[row.label] * dw_C[row.label]
     if eps > 0:
       dt = dt + jnp.sum(eps / o_C.shape[0] * lsh_C * dw_C)
     out = out - 2 * dt
@@ -235,7 +260,7 @@ def _soft_loss_row_jvp(eps, primals, tangents):
   # _times: a class of zero weight (or zero target) does not enter the loss, so its derivative
   # is 0 even where ls = −inf. In halves (ls/2), doubled last, as for the loss.
   lsh_C = row.lsh_C
-  if not _is_zero(dt_C):  # ∂l/∂t_c = −(1−ε)·w_c·ls_c
+  if not _is_zero(dt_C) and eps < 1:  # ∂l/∂t_c = −(1−ε)·w_c·ls_c: 0 at ε = 1, even at ls = −inf
     coef_C = (1 - eps) * (lsh_C if w_C is None else _times(w_C, lsh_C))
     out = out - 2 * jnp.sum(coef_C * dt_C)
   if w_C is not None and not _is_zero(dw_C):  # ∂l/∂w_c = −t'_c·ls_c
@@ -491,7 +516,9 @@ def _hard_loss_batch_jvp(eps, reduction, primals, tangents):
     # row by norm first lost the exact 0 of dT − L·dnorm where w_c cancels from the mean.)
     r = b.keep_N
     # _times: a masked row (r = 0) adds 0 even where its log-softmax is −inf.
-    dt = (1 - eps) * (_times(r, b.lsh_y_N) * dw_C[b.y_N])
+    dt = jnp.zeros(b.lsh_y_N.shape, b.loss.dtype)
+    if eps < 1:  # at ε = 1 the label's term is absent, not 0·(−inf) = NaN at a −inf logit
+      dt = (1 - eps) * (_times(r, b.lsh_y_N) * dw_C[b.y_N])
     if reduction != "none":
       dt = jnp.sum(dt)
     if eps > 0:
@@ -588,7 +615,7 @@ def _soft_loss_batch_jvp(eps, reduction, primals, tangents):
   lsh = (_half_shifted(o_NC.astype(b.loss.dtype), b.shift_N[:, None], b.plus_inf_N[:, None])
          - 0.5 * b.log_s_N[:, None])
   r_lsh = _times(b.r_N[:, None], lsh)
-  if not _is_zero(dt_NC):
+  if not _is_zero(dt_NC) and eps < 1:  # at ε = 1 the targets do not enter the loss
     coef = (1 - eps) * (r_lsh if w_C is None else _times(w_C[None, :], r_lsh))
     out = out - 2 * total(coef * dt_NC.astype(b.loss.dtype))
   if w_C is not None and not _is_zero(dw_C):

@@ -680,6 +680,72 @@ def test_mixed_second_derivatives_at_plus_inf_logits_are_the_finite_limit(kernel
       np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{name}, ε = {eps}, {red}")
 
 
+@pytest.mark.parametrize("kernel,reduction", [("batch", "none"), ("batch", "sum"),
+                                              ("batch", "mean"), ("per_example", "none")])
+def test_weight_gradient_derivative_in_a_zero_target(kernel, reduction):
+  """∂l/∂w_c = −t'_c·ls_c, so its derivative in t_c is −(1−ε)·ls_c, at a zero target too (it was
+  0 there: `_times`' select zeroed the derivative of its first factor). Against a plain
+  log_softmax reference whose second derivatives are autodiff's; the masked row holds NaN logits,
+  which must stay out of every derivative."""
+  o = jnp.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0], [jnp.nan, 0.0, 1.0]])
+  t = jnp.array([[0.0, 1.0, 0.0], [0.25, 0.0, 0.75], [0.5, 0.5, 0.0]])
+  w = jnp.array([1.0, 2.0, 3.0])
+  keep = jnp.array([True, True, False])
+  for eps in (0.0, 0.2):
+    def f(w, t, eps=eps):
+      kw = dict(class_weights=w, where=keep, label_smoothing=eps)
+      if kernel == "batch":
+        return jnp.sum(sj.cross_entropy(o, t, reduction=reduction, **kw))
+      return jnp.sum(_per_example_reference(o, t, reduction="none", **kw))
+
+    def ref(w, t, eps=eps):
+      ls = jax.nn.log_softmax(jnp.where(keep[:, None], o, 0.0))
+      t_s = (1 - eps) * t + eps / 3
+      rows = jnp.where(keep, -jnp.sum(w[None, :] * t_s * ls, axis=1), 0.0)
+      return jnp.sum(rows) / (2 if reduction == "mean" else 1)
+
+    for mode, jac in (("rev", jax.jacrev), ("fwd", jax.jacfwd)):
+      got = jac(jax.grad(f, 0), 1)(w, t)
+      want = jac(jax.grad(ref, 0), 1)(w, t)
+      assert np.all(np.isfinite(got)), (mode, eps, got)
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=f"{mode}, ε = {eps}")
+      # and the other order: the derivative in w of the target gradient
+      got = jac(jax.grad(f, 1), 0)(w, t)
+      want = jac(jax.grad(ref, 1), 0)(w, t)
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=f"{mode}, ε = {eps}")
+    ls_row0 = np.asarray(jax.nn.log_softmax(o[0]))
+    d = jax.jacrev(jax.grad(f, 0), 1)(w, t)  # hand check: row 0, zero targets 0 and 2
+    scale = 0.5 if reduction == "mean" else 1.0
+    np.testing.assert_allclose([d[0, 0, 0], d[2, 0, 2]],
+                               -(1 - eps) * scale * ls_row0[[0, 2]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,reduction", [("batch", "none"), ("batch", "sum"),
+                                              ("batch", "mean"), ("per_example", "none")])
+def test_full_smoothing_beside_a_minus_inf_logit(kernel, reduction):
+  """ε = 1: the label does not enter the loss, so its term in the weight gradient is absent
+  (it was 0·(−inf) = NaN where the label's logit is −inf), and the targets get a zero
+  gradient (NaN before). Hand-computed at o = [−inf, 0, 1], ls = [−inf, −log(1+e), 1 − log(1+e)]:
+  ∂l/∂w_c = −ls_c/3 = [inf, log(1+e)/3, (log(1+e) − 1)/3]."""
+  o = jnp.array([[-jnp.inf, 0.0, 1.0]])
+  w = jnp.array([1.0, 2.0, 3.0])
+  t = jnp.array([[0.5, 0.5, 0.0]])
+
+  def f(o, labels, **kw):
+    if kernel == "batch":
+      return jnp.sum(sj.cross_entropy(o, labels, label_smoothing=1.0, reduction=reduction, **kw))
+    return jnp.sum(_per_example_reference(o, labels, label_smoothing=1.0, reduction="none", **kw))
+
+  for fn in (jax.grad, jax.jacfwd):
+    assert np.array_equal(fn(lambda t: f(o, t, class_weights=w))(t), np.zeros((1, 3))), fn
+    assert np.array_equal(fn(lambda t: f(o, t))(t), np.zeros((1, 3))), fn
+  if reduction == "mean":
+    return  # L = T/w_y with T = +inf for every w: no derivative in w_y
+  lse = np.log1p(np.e)
+  g = jax.grad(lambda w: f(o, jnp.array([0]), class_weights=w))(w)
+  np.testing.assert_allclose(g, [np.inf, lse / 3, (lse - 1) / 3], rtol=1e-6)
+
+
 def test_halved_sums_keep_ordinary_losses_accurate():
   """Halving is an exact scaling, so ordinary losses keep float32 accuracy (float64 reference),
   for smoothed ids, probability labels and both together."""
