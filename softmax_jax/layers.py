@@ -160,17 +160,51 @@ def _batched(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Arra
   return fn(params, x)
 
 
+def _guarded(linear: Callable[[Any, jax.Array], jax.Array]):
+  """``linear(params, x)`` for a map linear in ``x``, computed as ``2^t·linear(params, x·2^-t)``
+  with ``t = pow2_exponent(x)`` (per row of ``x``'s last axis): the overflow guard of the module
+  docstring.
+
+  The scaling is for the value only. The derivative is that of the unscaled ``linear``:
+  ``linear(params, dx)`` in ``x`` and ``linear(dparams, x)``'s JVP in the parameters. Through the
+  scaled chain, a tangent times ``2^-t`` came out 0 for ``t >= 126`` (XLA:CPU flushes
+  subnormals), a cotangent times ``2^t`` overflowed, and the weight gradient of an entry far
+  below ``max|x|`` (exactly that entry times the cotangent) was flushed to 0.
+  """
+
+  @jax.custom_jvp
+  def scaled(params, x):
+    t = pow2_exponent(x)
+    return times_pow2(linear(params, times_pow2(x, -t)), t)
+
+  def scaled_jvp(primals, tangents):
+    params, x = primals
+    dparams, dx = tangents
+    out = scaled(params, x)
+    d_out = jnp.zeros_like(out)
+    if not all(v.is_zero_tangent(leaf) for leaf in jax.tree.leaves(dparams)):
+      dparams = jax.tree.map(lambda d, p: jnp.zeros_like(p) if v.is_zero_tangent(d) else d,
+                             dparams, params)
+      d_out = d_out + jax.jvp(lambda p: linear(p, x), (params,), (dparams,))[1]
+    if not v.is_zero_tangent(dx):
+      d_out = d_out + linear(params, dx)  # linear in x
+    return out, d_out
+
+  scaled.defjvp(scaled_jvp, symbolic_zeros=True)
+  return scaled
+
+
 def _layer_apply(linear: Callable[[Any, jax.Array], jax.Array]):
   """The jitted batched apply of a layer whose bias-free map of one example is ``linear``.
 
-  Per example it computes ``2^t·linear(params, x_D·2^-t) + b``, the overflow guard of the module
-  docstring, and it is vmapped over the leading axes of ``x``. The public functions validate
-  their arguments, then call this (one compiled executable per shape, also when called eagerly).
+  Per example it computes ``2^t·linear(params, x_D·2^-t) + b`` (`_guarded`), and it is vmapped
+  over the leading axes of ``x``. The public functions validate their arguments, then call this
+  (one compiled executable per shape, also when called eagerly).
   """
+  guarded = _guarded(linear)
 
   def one(params, x_D):
-    t = pow2_exponent(x_D)[0]
-    return times_pow2(linear(params, times_pow2(x_D, -t)), t) + params.b
+    return guarded(params, x_D) + params.b
 
   return jax.jit(lambda params, x: _batched(one, params, x))
 
@@ -537,10 +571,8 @@ def fwht(x: ArrayLike) -> jax.Array:
   return _fwht_guarded(x)
 
 
-@jax.jit
-def _fwht_guarded(x: jax.Array) -> jax.Array:
-  t = pow2_exponent(x)
-  return times_pow2(_fwht_raw(times_pow2(x, -t)), t)
+_fwht_scaled = _guarded(lambda _, x: _fwht_raw(x))
+_fwht_guarded = jax.jit(lambda x: _fwht_scaled((), x))
 
 
 @jax.tree_util.register_pytree_node_class
@@ -629,15 +661,14 @@ def _check_fastfood(params: FastfoodParams) -> tuple[int, int, int, int]:
   return d, q, k, dp
 
 
-def _fastfood_rows(params: FastfoodParams, x: jax.Array) -> jax.Array:
+def _fastfood_linear(params: FastfoodParams, x: jax.Array) -> jax.Array:
   # Written for x of shape [..., d] directly (every step acts on the last axis), not vmapped: a
   # vmapped per-example version runs about 1.5x slower on CPU (the permutation's gather, batched
-  # by vmap, becomes a general gather). The overflow guard is applied row by row.
+  # by vmap, becomes a general gather). The overflow guard is applied row by row, by
+  # `_fastfood_rows`.
   d, q = params.d, params.b.shape[0]
   k, dp = params.G.shape
   lead = x.shape[:-1]
-  t = pow2_exponent(x)
-  x = times_pow2(x, -t)
   # Πⱼ as one gather along the flattened k·d' axis: a compile-time constant index.
   flat = (np.asarray(params.perm, np.int32) + dp * np.arange(k, dtype=np.int32)[:, None]).ravel()
   def lead_axes(a):  # explicit broadcasting over the leading axes
@@ -649,7 +680,15 @@ def _fastfood_rows(params: FastfoodParams, x: jax.Array) -> jax.Array:
   z = _fwht_raw(z * lead_axes(params.G))  # H G Π H B x
   # Keep the first q of the k·d' outputs; 1/d' makes both H's orthonormal (H H = d' I).
   o = z.reshape(*lead, k * dp)[..., :q] * lead_axes(params.S / dp)
-  return times_pow2(o, t) + lead_axes(params.b)
+  return o
+
+
+_fastfood_scaled = _guarded(_fastfood_linear)
+
+
+def _fastfood_rows(params: FastfoodParams, x: jax.Array) -> jax.Array:
+  o = _fastfood_scaled(params, x)
+  return o + params.b.reshape((1,) * (o.ndim - 1) + params.b.shape)
 
 
 def fastfood_logits(params: FastfoodParams, x: ArrayLike) -> jax.Array:

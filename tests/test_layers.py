@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 
 import softmax_jax as sj
 from softmax_jax import layers
+from tests.conftest import enable_x64
 
 HYPER = {"dense": {}, "low_rank": {"rank": 2}, "phm": {"n": 2}, "fastfood": {}}
 
@@ -244,6 +245,47 @@ def test_check_grads(name):
   params = jax.tree.map(lambda a: a + 0.3 * jnp.cos(jnp.arange(a.size).reshape(a.shape)), params)
   x = _x((3, 12), scale=2.0)  # max|x| > 1: the overflow guard's rescaling is active
   check_grads(layer.apply, (params, x), order=1, modes=("fwd", "rev"), eps=1e-2)
+
+
+@pytest.mark.parametrize("name", list(layers.LAYERS))
+def test_derivatives_are_those_of_the_unscaled_map(name):
+  """The overflow guard scales ``x`` by ``2^-t`` for the value only. The maps are linear in ``x``,
+  so the Jacobian in ``x`` at inputs near 3e38 is the one at ordinary inputs (it was 0 in forward
+  mode, tangents times 2^-127 being flushed, and inf in reverse mode, cotangents times 2^127
+  overflowing). The parameter gradient of an input entry far below the largest is that entry
+  times the cotangent: float32 matches float64 (it was flushed to 0 in float32)."""
+  layer = layers.LAYERS[name]
+  params = _init(name, 12, 6)
+  params = jax.tree.map(lambda a: a + 0.3 * jnp.cos(jnp.arange(a.size).reshape(a.shape)), params)
+  x = _x((2, 12))
+  big = x.copy()
+  big[:, 3] = [3e38, -2e38]
+  for jac in (jax.jacfwd, jax.jacrev):
+    want = jac(layer.apply, 1)(params, jnp.asarray(x))
+    got = jac(layer.apply, 1)(params, jnp.asarray(big))
+    assert np.isfinite(got).all(), (jac, got)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  small = x.copy()
+  small[:, 3] = [1e20, 2e20]  # the same sign: no cancellation between the rows
+  small[:, 5] = [1e-20, 3e-21]
+
+  def grads(params, x):
+    return jax.grad(lambda p: jnp.sum(jnp.sin(jnp.arange(6.0))[None, :] * layer.apply(p, x)))(params)
+
+  got = grads(params, jnp.asarray(small))
+  with enable_x64():
+    want = grads(jax.tree.map(lambda a: a.astype(jnp.float64), params),
+                 jnp.asarray(small, jnp.float64))
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=0)
+
+
+def test_fwht_derivatives_near_the_float_max():
+  x = jnp.array([3e38, 0.0])
+  np.testing.assert_array_equal(layers.fwht(x), [x[0], x[0]])
+  np.testing.assert_array_equal(jax.jacfwd(layers.fwht)(x), [[1.0, 1.0], [1.0, -1.0]])
+  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(layers.fwht(x)))(x), [2.0, 0.0])
 
 
 # --- extreme inputs ------------------------------------------------------------------------------
