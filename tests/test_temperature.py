@@ -138,6 +138,25 @@ def test_power_distribution_grads():
   check_grads(g, (p,), order=1, modes=("rev",), atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_power_distribution_jacobian_at_a_zero_entry(mode):
+  # At α = 1, Q = P/ΣP is smooth at p_0 = 0: its column is δ_i0/S − Q_i/S = [1, −0.4, −0.6]
+  # (it was 0, the masked entry being a constant). At α = 2 the slope of p² at 0 is 0, exactly;
+  # at α = ½ it is +inf, and 0 is the documented convention.
+  p = jnp.array([0.0, 0.4, 0.6])
+  jac = jax.jacrev if mode == "rev" else jax.jacfwd
+  for alpha in (1.0, jnp.float32(1.0)):
+    got = jax.jit(jac(lambda p, a=alpha: tm.power_distribution(p, alpha=a)))(p)
+    np.testing.assert_allclose(got, jac(lambda p: p / jnp.sum(p))(p), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got[:, 0], [1.0, -0.4, -0.6], rtol=1e-6)
+  for alpha in (2.0, 0.5):
+    got = jac(lambda p, a=alpha: tm.power_distribution(p, alpha=a))(p)
+    np.testing.assert_array_equal(got[:, 0], [0.0, 0.0, 0.0])
+    assert np.isfinite(got).all()
+  # The value is untouched: Q = P at α = 1, exactly.
+  np.testing.assert_array_equal(tm.power_distribution(p, alpha=1.0), p)
+
+
 def test_power_distribution_bad_input():
   with pytest.raises(ValueError, match="alpha must be a positive finite number; got 0.0"):
     tm.power_distribution(jnp.array([0.5, 0.5]), alpha=0.0)
@@ -182,6 +201,16 @@ class TestTemperatureNLL:
     p = sj.softmax(self.logits, temperature=t)
     d_beta = jnp.mean(jnp.sum(p * self.logits, 1) - self.logits[jnp.arange(2), self.labels])
     np.testing.assert_allclose(jax.grad(f)(jnp.float32(t)), -d_beta / t**2, rtol=1e-5)
+
+  def test_small_spread_at_small_temperature_keeps_float32_accuracy(self):
+    # Logits 1e-6 apart at T = 1e-6: NLL = log(1 + e^−1), dNLL/dT = (Δ/T²)·σ(−1) = 1e6·0.268941.
+    # Shifting by the log-sum-exp first rounded the logits to 0.69's resolution (6e-8), which
+    # 1/T magnified: 0.2968 and 205348.
+    o = jnp.array([[0.0, 1e-6]], jnp.float32)
+    f = jax.jit(lambda t: tm.temperature_nll(o, jnp.array([1]), temperature=t))
+    np.testing.assert_allclose(f(jnp.float32(1e-6)), np.log1p(np.exp(-1.0)), rtol=1e-6)
+    sigma = 1 / (1 + np.e)
+    np.testing.assert_allclose(jax.grad(f)(jnp.float32(1e-6)), 1e6 * sigma, rtol=1e-5)
 
   def test_extreme_logits_no_nan(self):
     o = jnp.array([[3e38, -3e38, 0.0], [-INF, 1e4, -1e4], [1e4, -1e4, 0.0], [-3e38, -3e38, -INF]])
