@@ -14,6 +14,7 @@ from scipy.stats import norm
 
 import softmax_jax as sj
 from softmax_jax import probit
+from tests.conftest import enable_x64
 
 _EXTREMES = [-jnp.inf, -3e38, -1e4, -40.0, -8.5, -8.0, -7.5, -1.0, 0.0, 2.0, 40.0, 1e4, 3e38,
              jnp.inf]
@@ -177,6 +178,25 @@ def test_two_classes_is_exact():
   np.testing.assert_allclose(log_p[:, 0], norm.logcdf(diff), atol=1e-6)
   # Gaussian noise has thinner tails than the softmax's Gumbel: a class far behind loses faster.
   assert jnp.all(log_p[2:, 1] < sj.log_softmax(o)[2:, 1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_two_classes_beyond_a_gap_of_a_million(dtype):
+  # −log P(0) = −log Φ(−g/√2) and its derivative in o_1, λ(−g/√2)/√2 ≈ g/2, for gaps g past
+  # the 1e6 at which the quadrature's centring used to be clipped (4.5e13 for 2.5e13 at 1e7).
+  with enable_x64():
+    for gap in (1.1e6, 1e7, 1e10, 1e19):
+      o = jnp.array([0.0, gap], dtype)
+      loss, grad = jax.value_and_grad(
+          lambda o: probit.multinomial_probit_loss(o, jnp.array(0)))(o)
+      t = gap / np.sqrt(2)
+      np.testing.assert_allclose(loss, -norm.logcdf(-t), rtol=1e-6, err_msg=str(gap))
+      np.testing.assert_allclose(grad, [-(t + 1 / t) / np.sqrt(2), (t + 1 / t) / np.sqrt(2)],
+                                 rtol=1e-6, err_msg=str(gap))
+      # A third class between them: the far gap dominates (the middle one adds O(log g)).
+      o3 = jnp.array([0.0, gap, gap / 2], dtype)
+      np.testing.assert_allclose(probit.multinomial_probit_log_probs(o3)[0],
+                                 norm.logcdf(-t), rtol=1e-5, err_msg=str(gap))
 
 
 @pytest.mark.parametrize("q", [3, 50])
