@@ -135,6 +135,26 @@ def _prepare(x: ArrayLike, axis: Any, where: Any, name: str = "x"):
   return x, axis, v.broadcast_mask(where, x.shape)
 
 
+@jax.custom_jvp
+def _unit_ratio(t: jax.Array) -> jax.Array:
+  """``T₀/T`` with ``T₀ = T`` held constant: the value 1, the derivative ``−1/T``.
+
+  Autodiff's ``−T₀·T⁻²`` forms ``T²``, which overflows or flushes to 0 for float32 ``T`` beyond
+  about ``1e±19`` (the derivative came out NaN or 0 there), and so does ``(T₀/T)/T``, which XLA
+  rewrites as ``T₀/(T·T)``. The rule is ``−(T₀/T)·(1/T)``, a product XLA leaves alone, written
+  with `_unit_ratio` itself so that higher derivatives are those of ``T₀/T`` (the second is
+  ``2/T²``, formed as ``(1/T)·(1/T)``).
+  """
+  return jax.lax.stop_gradient(t) / t
+
+
+@_unit_ratio.defjvp
+def _unit_ratio_jvp(primals, tangents):
+  (t,), (dt,) = primals, tangents
+  ratio = _unit_ratio(t)
+  return ratio, -(dt * ratio) * (1 / t)
+
+
 def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array) -> jax.Array:
   """``(x − max x)/T`` along the last axis, the same distribution as ``x/T``, with ties exact.
 
@@ -146,7 +166,8 @@ def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array
   The derivative in ``T``, ``dz/dT = −z/T``, is attached as ``z·(T₀/T)`` (``T₀ = T`` held
   constant, so the value is unchanged) where ``z`` is finite, and not at all where it is ``±inf``
   (a class of probability 0, or the ``+inf`` limit, both constant in ``T``): differentiating the
-  divisions there gave ``0·inf = NaN`` for a traced ``T`` at logits of ``±3e38``.
+  divisions there gave ``0·inf = NaN`` for a traced ``T`` at logits of ``±3e38``. ``T₀/T`` is
+  `_unit_ratio`, whose derivative ``−1/T`` is formed without ``T²``.
   """
   m = jnp.max(x if mask is None else jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
   m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
@@ -154,7 +175,7 @@ def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array
   d = x - m
   z = jnp.where(jnp.isfinite(d) | ~jnp.isfinite(x), d / t0, x / t0 - m / t0)
   finite = jnp.isfinite(z)
-  return jnp.where(finite, jnp.where(finite, z, 0) * (t0 / temperature), z)
+  return jnp.where(finite, jnp.where(finite, z, 0) * _unit_ratio(temperature), z)
 
 
 @functools.partial(jax.jit, static_argnames=("row_fn", "axis", "keep_axis", "scaled"))

@@ -191,18 +191,19 @@ def _shifted_logits(logits: jax.Array) -> jax.Array:
                              jnp.where(jnp.isnan(logits), logits, -jnp.inf)))
 
 
-def _scaled_log_probs(logits: jax.Array, beta: jax.Array) -> jax.Array:
-  """``log softmax(β·o)`` written so that no ``inf·0`` appears in a value or a derivative.
+def _scaled_log_probs(logits: jax.Array, temperature: jax.Array) -> jax.Array:
+  """``log softmax(o/T)`` written so that no ``inf·0`` appears in a value or a derivative.
 
   The logits are first shifted by their row max (`_shifted_logits`), so that ``z <= 0``;
   entries with ``z = −inf`` (``−inf`` logits, or logits infinitely far below the max) are
-  masked, not multiplied. Scaling by ``β = 1/T`` (a product, whose derivative in ``β`` is the
-  finite ``z``) rather than dividing by ``T`` keeps the reverse-mode derivative finite even
-  where ``β·z`` overflows to ``−inf``.
+  masked. :func:`~softmax_jax.log_softmax` then divides by ``T``, attaching the derivative in
+  ``T`` only where ``z/T`` is finite, and without forming ``T²``: finite derivatives where
+  ``z/T`` overflows to ``−inf``, and at ``T`` down to ``1e-20`` or up to ``1e20`` in float32
+  (``1/T`` and its derivative ``−1/T²`` overflowed there, and the NLL's derivative was NaN or 0).
   """
   z = _shifted_logits(logits)
   mask = z != -jnp.inf  # NaN entries (a NaN logit's row) stay in: the NLL is NaN, not +inf
-  return log_softmax(jnp.where(mask, z, 0) * beta, where=mask)
+  return log_softmax(jnp.where(mask, z, 0), temperature=temperature, where=mask)
 
 
 def temperature_nll(logits: ArrayLike, labels: ArrayLike, *, temperature: ArrayLike) -> jax.Array:
@@ -234,7 +235,7 @@ def temperature_nll(logits: ArrayLike, labels: ArrayLike, *, temperature: ArrayL
 
 @jax.jit
 def _temperature_nll(logits, labels, temperature):
-  ls = _scaled_log_probs(logits, 1 / temperature)
+  ls = _scaled_log_probs(logits, temperature)
   return -jnp.mean(jnp.take_along_axis(ls, labels[:, None].astype(jnp.int32), axis=1))
 
 

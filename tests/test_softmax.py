@@ -422,3 +422,33 @@ def test_temperature_gradient_at_extreme_logits(t):
     fwd = np.asarray(jax.jacfwd(lambda t, fn=fn: fn(jnp.asarray(x), temperature=t))(
         jnp.float32(t)))
     np.testing.assert_allclose(fwd, want, rtol=1e-5, atol=1e-6, err_msg=fn.__name__)
+
+
+@pytest.mark.parametrize("t", [1e-20, 1e-30, 1e20, 1e30])
+def test_temperature_gradient_at_extreme_temperatures(t):
+  """Float32 ``T`` beyond 1e±19: the derivative in ``T`` was NaN (small ``T``: ``T²`` flushed to
+  0, then 0·inf) or lost (large ``T``). Exactly: at ``x = [0, −1, 2]`` the softmax is one-hot (or
+  uniform) to float precision, with derivatives below the float range, so 0; the log-softmax of
+  a losing class is −Δ/T, with the derivative Δ/T², +inf beyond the range at small ``T``."""
+  x = jnp.array([0.0, -1.0, 2.0], jnp.float32)
+  for jac in (jax.jacfwd, jax.jacrev):
+    d_p = jax.jit(jac(lambda t: sj.softmax(x, temperature=t)))(jnp.float32(t))
+    np.testing.assert_array_equal(d_p, [0.0, 0.0, 0.0])
+    d_ls = jax.jit(jac(lambda t: sj.log_softmax(x, temperature=t)))(jnp.float32(t))
+    if t < 1:
+      np.testing.assert_array_equal(d_ls, [np.inf, np.inf, 0.0])
+    else:
+      assert np.isfinite(d_ls).all() and np.all(np.abs(d_ls) < 1e-30), d_ls
+  # The second derivative at T = 1e-10 (T³ = 1e-30 is still normal, 1/T² = 1e20).
+  h = jax.jit(jax.hessian(lambda t: sj.softmax(x, temperature=t)[2]))(jnp.float32(1e-10))
+  assert h == 0.0, h
+
+
+def test_temperature_gradient_at_a_float64_temperature_of_1e160():
+  # x/T = [0, −1, 0.5]: d softmax_2 / d log T = −p_2·(y_2 − Σ p y), y = x/T, at T² = 1e320.
+  with enable_x64():
+    x = jnp.array([0.0, -1.0, 0.5]) * 1e160
+    got = jax.grad(lambda s: sj.softmax(x, temperature=jnp.exp(s))[2])(jnp.log(1e160))
+    y = np.array([0.0, -1.0, 0.5])
+    p = np.exp(y) / np.exp(y).sum()
+    np.testing.assert_allclose(got, -p[2] * (y[2] - p @ y), rtol=1e-10)

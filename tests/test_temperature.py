@@ -212,6 +212,17 @@ class TestTemperatureNLL:
     sigma = 1 / (1 + np.e)
     np.testing.assert_allclose(jax.grad(f)(jnp.float32(1e-6)), 1e6 * sigma, rtol=1e-5)
 
+  @pytest.mark.parametrize("mode", ["rev", "fwd"])
+  def test_gradient_at_extreme_temperatures(self, mode):
+    # Float32 T = 1e-20: 1/T and its derivative −1/T² overflowed, and dNLL/dT was NaN. The label
+    # at the max has NLL ≈ 0 at every small T (derivative 0); one 2 below it has NLL 2/T and the
+    # derivative −2/T² = −2e40, −inf in float32. At T = 1e20 the derivative is below the range.
+    o = jnp.array([[0.0, -1.0, 2.0]], jnp.float32)
+    jac = jax.grad if mode == "rev" else jax.jacfwd
+    for t, label, want in ((1e-20, 2, 0.0), (1e-20, 0, -np.inf), (1e20, 2, 0.0)):
+      f = jax.jit(jac(lambda t, y=label: tm.temperature_nll(o, jnp.array([y]), temperature=t)))
+      np.testing.assert_array_equal(f(jnp.float32(t)), want, err_msg=f"T = {t}, label {label}")
+
   def test_extreme_logits_no_nan(self):
     o = jnp.array([[3e38, -3e38, 0.0], [-INF, 1e4, -1e4], [1e4, -1e4, 0.0], [-3e38, -3e38, -INF]])
     y = jnp.array([0, 1, 2, 1])
