@@ -155,6 +155,25 @@ def _label_weights(cfg, labels, w_Q, n, cdtype):
 # ----------------------------------------------------------------------------------------------
 
 
+def _safe(m_N):
+  """The shift of the running sums: the running max, or 0 while it is −inf."""
+  return jnp.where(m_N == -jnp.inf, 0, m_N)
+
+
+def _half_diff(m_N, m_new_N):
+  """``m/2 − m_new/2`` of the shifts: how far a sum shifted by ``m`` moves when the shift
+  becomes ``m_new``."""
+  return 0.5 * _safe(m_N) - 0.5 * _safe(m_new_N)
+
+
+def _shifted_sum(v_NxK, o_NxK, m_N):
+  """``Σ_j v_j (o_j/2 − m/2)`` (``m`` through `_safe`); a zero ``v_j`` adds 0, even where
+  ``o_j = −inf`` (0·inf). In halves: ``o − m`` overflows when a row spans more than the float
+  range."""
+  terms = v_NxK * (0.5 * o_NxK - 0.5 * _safe(m_N)[:, None])
+  return jnp.sum(jnp.where(v_NxK == 0, 0, terms), axis=1)
+
+
 def _forward(cfg, x, W, b, labels, w, mask):
   """Streams over the class blocks: per-example loss, LSE and target mass S (compute dtype)."""
   cdtype = _compute_dtype(x, W, b)
@@ -163,23 +182,24 @@ def _forward(cfg, x, W, b, labels, w, mask):
   wy_N = _label_weights(cfg, labels, w, n, cdtype)
 
   def lse_update(m_N, s_N, o_NxK, valid_K):
-    """One step of the online log-sum-exp; also returns the new max."""
+    """One step of the online log-sum-exp; also returns the new max (the shift, kept finite)."""
     om_NxK = o_NxK if valid_K is None else jnp.where(valid_K[None, :], o_NxK, -jnp.inf)
     m_new_N = jnp.maximum(m_N, jnp.max(om_NxK, axis=1))
-    # Every block has a valid column, so m_new is finite for finite logits; m = -inf before
-    # the first block, where s = 0 and exp(m − m_new) = 0.
-    s_N = s_N * jnp.exp(m_N - m_new_N) + jnp.sum(jnp.exp(om_NxK - m_new_N[:, None]), axis=1)
+    # m = −inf before the first block (s = 0), and after blocks whose logits were all −inf (a
+    # vocabulary masked by −inf biases): the sums are shifted by 0 there (_safe), not by −inf,
+    # which gave exp(−inf − −inf) = NaN. A sum of nothing (s = 0) is not rescaled.
+    rescale_N = jnp.where(m_N == -jnp.inf, 0, jnp.exp(m_N - _safe(m_new_N)))
+    s_N = s_N * rescale_N + jnp.sum(jnp.exp(om_NxK - _safe(m_new_N)[:, None]), axis=1)
     return m_new_N, s_N
 
   def hard_body(k, carry):
-    # Class ids: the target terms need no n × chunk work. The label's logit is gathered from
-    # the block that holds it (n entries); the smoothing term Σ_j a_j o_j = x·(W a) + b·a, with
-    # a = (ε/q)·w, accumulates the d-vector W a and the scalar b·a block by block. Scaled by
-    # ε/q before summing (Σ_j a_j = ε for unit weights), a row of W whose plain sum overflows
-    # (3e38 + 3e38) gives a finite W a wherever the loss is finite.
-    m_N, s_N, oy_N, Ww_D, bw = carry
-    o_NxK, W_DxK, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
-    m_N, s_N = lse_update(m_N, s_N, o_NxK, valid_K)
+    # Class ids: the label's logit is gathered from the block that holds it (n entries). The
+    # smoothing term, with a = (ε/q)·w, is summed over the block like the soft labels' target
+    # (one more pass over the n × chunk block; it was x·(W a) + b·a, with no n × chunk work,
+    # but that cancelled against Σ_j a_j·m at large logits).
+    m_N, s_N, oy_N, a_N, sa = carry
+    o_NxK, _, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
+    m_new_N, s_N = lse_update(m_N, s_N, o_NxK, valid_K)
     here_N = (labels >= k * cfg.chunk) & (labels < start + cfg.chunk)
     at_N = jnp.clip(labels - start, 0, cfg.chunk - 1)
     oy_N = jnp.where(here_N, jnp.take_along_axis(o_NxK, at_N[:, None], axis=1)[:, 0], oy_N)
@@ -188,48 +208,47 @@ def _forward(cfg, x, W, b, labels, w, mask):
                        else lax.dynamic_slice_in_dim(w, start, cfg.chunk).astype(cdtype))
       if valid_K is not None:
         w_K = jnp.where(valid_K, w_K, 0)
-      Ww_D = Ww_D + dot(W_DxK, w_K)
-      if b is not None:
-        bw = bw + dot(lax.dynamic_slice_in_dim(b, start, cfg.chunk).astype(cdtype), w_K)
-    return m_N, s_N, oy_N, Ww_D, bw
+      # The smoothing term as the soft labels' is: Σ_j a_j (o_j − m), re-shifted as m grows, so
+      # that it does not cancel against Σ_j a_j·m (a loss 1% off at logits near 1e6).
+      a_N = a_N + sa * _half_diff(m_N, m_new_N) + _shifted_sum(w_K[None, :], o_NxK, m_new_N)
+      sa = sa + jnp.sum(w_K)
+    return m_new_N, s_N, oy_N, a_N, sa
 
   def soft_body(k, carry):
     m_N, s_N, a_N, sv_N = carry
     o_NxK, _, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
     m_new_N, s_N = lse_update(m_N, s_N, o_NxK, valid_K)
     v_NxK = _block_target(cfg, labels, w, wy_N, start, cols_K, valid_K, cdtype)
-    # A/2 = Σ_j v_j (o_j/2 − m/2), re-shifted as m grows; v_j = 0 contributes 0 (o_j is
-    # finite). In halves: o − m overflows when a row spans more than the float range.
-    shift_N = jnp.where(jnp.isfinite(m_N), 0.5 * m_N - 0.5 * m_new_N, 0)
-    a_N = a_N + sv_N * shift_N + jnp.sum(v_NxK * (0.5 * o_NxK - 0.5 * m_new_N[:, None]), axis=1)
+    a_N = a_N + sv_N * _half_diff(m_N, m_new_N) + _shifted_sum(v_NxK, o_NxK, m_new_N)
     sv_N = sv_N + jnp.sum(v_NxK, axis=1)
     return m_new_N, s_N, a_N, sv_N
 
   zeros_N = jnp.zeros((n,), cdtype)
   minus_inf_N = jnp.full((n,), -jnp.inf, cdtype)
   if cfg.hard:
-    init = (minus_inf_N, zeros_N, zeros_N, jnp.zeros((x.shape[1],), cdtype), jnp.zeros((), cdtype))
-    m_N, s_N, oy_N, Ww_D, bw = lax.fori_loop(0, _num_blocks(cfg), hard_body, init)
-    log_s_N = jnp.log(s_N)  # s >= 1: the max contributes exp(0)
+    init = (minus_inf_N, zeros_N, zeros_N, zeros_N, jnp.zeros((), cdtype))
+    m_N, s_N, oy_N, a_N, sa = lax.fori_loop(0, _num_blocks(cfg), hard_body, init)
+    log_s_N = jnp.log(s_N)  # s >= 1 (the max contributes exp(0)), or 0 for a row of −inf
+    m_N = _safe(m_N)
     # l = S·LSE − (1−ε)·w_y·o_y − (ε/q)·Σ_j w_j o_j, with LSE − o_y = log s + (m − o_y): exact
     # (0 + log s) when the label holds the max. In halves, doubled at the end: m − o_y
     # overflows when a row spans more than the float range, (1−ε)·w_y times it may not.
     sv_N = (1 - eps) * wy_N
     # A zero coefficient (ε = 1, or a class weight of 0) gives 0, even at a −inf label logit.
     loss_N = 2 * jnp.where(sv_N == 0, 0, sv_N * (0.5 * log_s_N + (0.5 * m_N - 0.5 * oy_N)))
-    if eps > 0:
-      a_sum = eps if w is None else eps / q * jnp.sum(w.astype(cdtype))  # Σ_j a_j
-      ao_N = dot(x_NxD, Ww_D) + bw  # Σ_j a_j o_j
-      loss_N = loss_N + (a_sum * (m_N + log_s_N) - ao_N)
-      sv_N = sv_N + a_sum
+    if eps > 0:  # + Σ_j a_j·LSE − Σ_j a_j o_j = Σ_j a_j·log s − Σ_j a_j (o_j − m)
+      loss_N = loss_N + (sa * log_s_N - 2 * a_N)
+      sv_N = sv_N + sa
   else:
     init = (minus_inf_N, zeros_N, zeros_N, zeros_N)
     m_N, s_N, a_N, sv_N = lax.fori_loop(0, _num_blocks(cfg), soft_body, init)
     log_s_N = jnp.log(s_N)
+    m_N = _safe(m_N)
     loss_N = sv_N * log_s_N - 2 * a_N  # S·LSE − Σ v·o
-  lse_N = m_N + log_s_N
   loss_N = _finish(cfg, loss_N, labels, mask)
-  return loss_N, lse_N, sv_N
+  # The LSE is kept as m and log s: m + log s rounds log s away once |m| ≫ log s, and the
+  # backward's softmax exp(o − LSE) was then wrong (both of two tied logits of 3e38 got p = 1).
+  return loss_N, (m_N, log_s_N), sv_N
 
 
 def _row_ok(cfg, labels, mask):
@@ -249,7 +268,8 @@ def _finish(cfg, loss_N, labels, mask):
 
 def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
   """Recomputes each block and accumulates dx, writes the dW and db blocks."""
-  cdtype = lse_N.dtype
+  m_N, log_s_N = lse_N
+  cdtype = m_N.dtype
   x_NxD = x.astype(cdtype)
   xT_DxN = x_NxD.T  # materialised once, so that dW's matmul is a plain one
   n = x.shape[0]
@@ -276,7 +296,7 @@ def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
     dx_NxD, dW_DxQ, db_Q = carry
     o_NxK, W_DxK, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
     v_NxK = _block_target(cfg, labels, w, wy_N, start, cols_K, valid_K, cdtype)
-    p_NxK = jnp.exp(o_NxK - lse_N[:, None])  # the exact softmax block: LSE is final
+    p_NxK = jnp.exp((o_NxK - m_N[:, None]) - log_s_N[:, None])  # the softmax block: LSE is final
     if valid_K is not None:
       p_NxK = jnp.where(valid_K[None, :], p_NxK, 0)
     g_NxK = p_NxK * cs_N[:, None] - v_NxK * c_N[:, None]

@@ -434,3 +434,60 @@ def test_minus_inf_and_float_max_biases_equal_dense(bias):
   for g, w in zip(got[1], want[1], strict=True):
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [1e4, 1e7, 3e38])
+def test_tied_large_logits_split_the_gradient_exactly(offset):
+  """Two tied logits of ``offset``: the gradient is [−½, ½] at any size. The backward's softmax
+  used ``exp(o − LSE)`` with ``LSE = m + log s`` stored as one number, which rounds ``log s``
+  away once ``|m| ≫ log s``: [−0.50011, 0.49989] at 1e4, [0, 1] at 3e38 (review)."""
+  x, W, y = jnp.ones((1, 1)), jnp.zeros((1, 2)), jnp.array([0])
+  g = jax.grad(lambda b: linear_cross_entropy(x, W, b, y))(jnp.full((2,), offset, jnp.float32))
+  np.testing.assert_array_equal(g, [-0.5, 0.5])
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4, 1e6])
+def test_label_smoothing_at_large_logits_equals_dense(offset):
+  """The smoothing term was ``Σa·LSE − Σ a_j o_j``, two large numbers that cancel: 3e-5
+  relative off at logits near 1e4, 1% near 1e6 (review). It is now summed shifted by the max, as
+  the soft labels' is."""
+  x = jnp.eye(2)
+  W = jnp.array([[0.5, -1.3, 0.2, 2.0, 0.7], [1.1, 0.0, -0.4, 0.3, 1.5]])
+  b = offset + jnp.array([0.3, -0.2, 0.1, 0.0, 0.4])
+  y = jnp.array([3, 4])
+  for w in (None, jnp.array([1.0, 0.5, 2.0, 1.0, 0.0])):
+    for chunk in (2, 5):
+      got = linear_cross_entropy(x, W, b, y, label_smoothing=0.1, class_weights=w,
+                                 chunk_size=chunk, reduction="none")
+      want = sj.cross_entropy(x @ W + b[None, :], y, label_smoothing=0.1, class_weights=w,
+                              reduction="none")
+      np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4])
+def test_minus_inf_logits_with_zero_targets_and_a_masked_first_block(chunk_size):
+  """Classes masked by a −inf bias, with zero target (soft labels) or zero weight (class ids
+  with smoothing): their terms are 0, not 0·(−inf) = NaN; and a first block of −inf logits
+  only (chunk ≤ 3) no longer gives exp(−inf − −inf) = NaN (review)."""
+  x = jnp.array([[0.5, -1.0], [1.0, 2.0]])
+  W = 0.3 * jnp.ones((2, 6))
+  b = jnp.array([-jnp.inf, -jnp.inf, -jnp.inf, 0.0, 1.0, -2.0])
+  y = jnp.array([4, 5])
+  t = jnp.array([[0.0, 0.0, 0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 0.2, 0.0, 0.8]])
+  w = jnp.array([0.0, 0.0, 0.0, 1.0, 2.0, 1.0])
+  for labels, kw in ((y, {}), (t, {}), (y, dict(label_smoothing=0.1, class_weights=w)),
+                     (t, dict(class_weights=w))):
+    got = jax.value_and_grad(
+        lambda x, W, b, labels=labels, kw=kw: linear_cross_entropy(
+            x, W, b, labels, chunk_size=chunk_size, **kw),
+        argnums=(0, 1, 2))(x, W, b)
+    want = jax.value_and_grad(
+        lambda x, W, b, labels=labels, kw=kw: sj.cross_entropy(
+            x @ W + b[None, :], labels, reduction="mean", **kw),
+        argnums=(0, 1, 2))(x, W, b)
+    assert np.isfinite(float(got[0])), (kw, got[0])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    for g, w_ in zip(got[1], want[1], strict=True):
+      np.testing.assert_allclose(g, w_, rtol=1e-5, atol=1e-7)
+  # Smoothing without weights puts mass on the −inf classes: +inf, as dense.
+  assert linear_cross_entropy(x, W, b, y, label_smoothing=0.1, chunk_size=chunk_size) == np.inf
