@@ -38,7 +38,11 @@ with ``s = 2^t`` the power of two for which ``max|x|/s ∈ [1, 2)`` (``s = 1`` w
 ``f(x) + b`` up to rounding, but the inner products never overflow. Finite inputs therefore give
 finite logits or ``±inf`` (an honest overflow of the result, e.g. ``|x| ≈ 3e38`` with weights
 near 1), never the NaN that ``inf − inf`` inside a sum would give. Infinite or NaN inputs are not
-guarded. :func:`fwht` guards itself the same way, row by row.
+guarded. :func:`fwht` guards itself the same way, row by row. **Known limit:** an entry below
+``max|x|·2^-126`` becomes subnormal once scaled, and XLA:CPU flushes it to 0, so it drops out of
+the value; that is below rounding unless the large entries' weights are 0 or tiny (``x = [3e38,
+1.5]`` with ``W = [[0], [1]]`` gives 0, not 1.5). The derivatives are those of the unscaled map,
+exact for every entry (`_guarded`).
 
 **Fastfood's permutation.** ``Π`` is fixed at init and never trained. It is stored as static
 pytree metadata (``aux_data``) of :class:`FastfoodParams`, a tuple of Python ints, not as a leaf:
@@ -146,7 +150,8 @@ def times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:
   ``2^t`` is applied as two factors ``2^a·2^b`` (``a = t//2``) so that neither is subnormal: XLA
   on CPU flushes subnormals to zero, and ``2^-127`` is one. A power-of-two scaling is exact, so a
   linear ``f`` satisfies ``f(x) = 2^t f(x·2^-t)`` to rounding; entries smaller than the largest by
-  ``~2^-149`` may underflow, but their share of any sum is below rounding anyway.
+  ``2^-126`` or more are flushed to 0 (XLA:CPU flushes subnormals): their share of a sum is below
+  rounding unless the large entries are weighted by 0 or nearly so (the module's known limit).
   """
   one = jnp.ones((), x.dtype)
   a = t // 2

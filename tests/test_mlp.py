@@ -129,3 +129,21 @@ def test_bad_input():
     mlp.init_mlp(jax.random.key(0), 2, 3, True)
   with pytest.raises(TypeError, match="dtype"):
     mlp.init_mlp(jax.random.key(0), 2, 3, 4, dtype=jnp.int32)
+
+
+def test_derivatives_near_the_float_max_are_those_of_the_plain_product():
+  """The first product's overflow guard scales x by 2^-127 at 2e38; its derivatives were taken
+  through the scaling: jacfwd 0 (tangents flushed) and grad [nan, inf] (cotangents overflowed).
+  Here W1's column for the 2e38 feature is 0, so the exact values are those at x = [0, 3]:
+  d/dx_1 tanh(3)·1000 = 1000·(1 − tanh²3) = 9.8661 (review)."""
+  params = mlp.MLPParams(jnp.array([[0.0], [1.0]]), jnp.zeros(1), jnp.full((1, 1), 1000.0),
+                         jnp.zeros(1))
+
+  def g(x):
+    return mlp.mlp_logits(params, x, activation="tanh")[0]
+
+  want = [0.0, 1000 * (1 - np.tanh(3.0) ** 2)]
+  for x in (jnp.array([0.0, 3.0]), jnp.array([2e38, 3.0])):
+    np.testing.assert_allclose(g(x), 1000 * np.tanh(3.0), rtol=1e-6)
+    for jac in (jax.grad, jax.jacfwd):
+      np.testing.assert_allclose(jac(g)(x), want, rtol=1e-5, atol=1e-30)
