@@ -545,10 +545,14 @@ class ShardStats(NamedTuple):
     sumexp: ``Σ_{j∈S} exp(o_j − m_S)``, in ``[1, |S|]`` (0 if ``S`` is empty); differentiable.
     label_logit: ``o_y`` if the label ``y`` is in ``S``, else 0.
     label_count: 1 if ``y`` is in ``S``, else 0 (summed over shards: 1 for a valid label).
-    logit_sum: ``Σ_{j∈S} a·o_j`` for the requested scale ``a`` (label smoothing asks for
-      ``ε/q``), or ``None`` when not asked for. Each term is scaled before the sum, so that
-      logits summing beyond the float range (``3e38 + 3e38``) give a finite sum wherever the
-      loss is finite.
+    logit_sum: ``Σ_{j∈S} a·(o_j − m̃_S)`` for the requested scale ``a`` (label smoothing asks
+      for ``ε/q``), with ``m̃_S`` the max, or 0 where it is ``−inf``; ``None`` when not asked
+      for. Shifted by the max, so that it does not cancel against ``ε·M`` in the loss (an
+      unshifted ``Σ a·o_j`` lost 1% of the loss at logits near 1e6 in float32). Summed in halves
+      and doubled, so that logits spanning beyond the float range give a finite sum wherever
+      the loss is finite.
+    logit_mass: ``Σ_{j∈S} a``, with ``logit_sum`` (to re-shift it when maxima merge); ``None``
+      when ``logit_sum`` is.
   """
 
   max: jax.Array
@@ -556,6 +560,19 @@ class ShardStats(NamedTuple):
   label_logit: jax.Array
   label_count: jax.Array
   logit_sum: jax.Array | None
+  logit_mass: jax.Array | None = None
+
+
+def _shift(m):
+  """The shift of a shard's sums: its max, or 0 where that is ±inf (an empty shard)."""
+  return jnp.where(jnp.isfinite(m), m, 0)
+
+
+def _reshifted(stats: ShardStats, new_shift: jax.Array) -> jax.Array:
+  """``stats.logit_sum`` shifted by ``new_shift`` instead of its own max: ``+ mass·(m̃ − new)``,
+  in halves."""
+  step = 0.5 * _shift(stats.max) - 0.5 * new_shift
+  return stats.logit_sum + 2 * (stats.logit_mass * step)
 
 
 def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels_N: jax.Array,
@@ -569,24 +586,28 @@ def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels
     labels_N: labels relative to the shard, ``y − offset``: outside ``[0, C)`` means the label
       belongs to another shard.
     valid_C: ``None``, or False for padding columns (when the shards do not divide ``q``).
-    logit_sum_scale: ``a``, to compute ``logit_sum = Σ_j a·o_j`` (label smoothing needs it);
-      ``None``: not computed.
+    logit_sum_scale: ``a``, to compute ``logit_sum = Σ_j a·(o_j − m̃)`` and ``logit_mass``
+      (label smoothing needs them); ``None``: not computed.
   """
   o_NxC = dot(x_NxD, W_DxC) + b_C[None, :]
   valid_NxC = None if valid_C is None else jnp.broadcast_to(valid_C, o_NxC.shape)
   if valid_NxC is not None:
     o_NxC = jnp.where(valid_NxC, o_NxC, -jnp.inf)
   m_N = jax.lax.stop_gradient(jnp.max(o_NxC, -1))
-  shift_N = jnp.where(jnp.isfinite(m_N), m_N, 0)  # an empty shard: exp(−inf − 0) = 0
+  shift_N = _shift(m_N)  # an empty shard: exp(−inf − 0) = 0
   sumexp_N = jnp.sum(jnp.exp(o_NxC - shift_N[:, None]), -1)
   inside = (labels_N >= 0) & (labels_N < o_NxC.shape[-1])
   picked = jnp.take_along_axis(o_NxC, jnp.where(inside, labels_N, 0)[:, None], -1)[:, 0]
-  logit_sum = None
+  logit_sum = logit_mass = None
   if logit_sum_scale is not None:
-    ao_NxC = logit_sum_scale * o_NxC
-    logit_sum = jnp.sum(ao_NxC if valid_NxC is None else jnp.where(valid_NxC, ao_NxC, 0), -1)
+    ao_NxC = logit_sum_scale * (0.5 * o_NxC - 0.5 * shift_N[:, None])
+    count = o_NxC.shape[-1] if valid_C is None else jnp.sum(valid_C)
+    if valid_NxC is not None:
+      ao_NxC = jnp.where(valid_NxC, ao_NxC, 0)
+    logit_sum = 2 * jnp.sum(ao_NxC, -1)
+    logit_mass = jnp.broadcast_to(logit_sum_scale * count, m_N.shape).astype(o_NxC.dtype)
   return ShardStats(m_N, sumexp_N, jnp.where(inside, picked, 0), inside.astype(o_NxC.dtype),
-                    logit_sum)
+                    logit_sum, logit_mass)
 
 
 def combine_stats(a: ShardStats, b: ShardStats) -> ShardStats:
@@ -595,10 +616,14 @@ def combine_stats(a: ShardStats, b: ShardStats) -> ShardStats:
   .. math:: m = \max(m_a, m_b), \quad s = s_a e^{m_a - m} + s_b e^{m_b - m}
   """
   m = jnp.maximum(a.max, b.max)
-  safe = jnp.where(jnp.isfinite(m), m, 0)
+  safe = _shift(m)
   s = a.sumexp * jnp.exp(a.max - safe) + b.sumexp * jnp.exp(b.max - safe)
-  total = None if a.logit_sum is None else a.logit_sum + b.logit_sum
-  return ShardStats(m, s, a.label_logit + b.label_logit, a.label_count + b.label_count, total)
+  total = mass = None
+  if a.logit_sum is not None:
+    total = _reshifted(a, safe) + _reshifted(b, safe)
+    mass = a.logit_mass + b.logit_mass
+  return ShardStats(m, s, a.label_logit + b.label_logit, a.label_count + b.label_count, total,
+                    mass)
 
 
 def chunked_shard_stats(chunk_size: int) -> Callable[..., ShardStats]:
@@ -676,18 +701,19 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
     top = jnp.where(jnp.isfinite(top), top, 0)
     rows = [stats.sumexp * jnp.exp(stats.max - top), stats.label_logit, stats.label_count]
     if need_sum:
-      rows.append(stats.logit_sum)
+      rows.append(_reshifted(stats, top))  # Σ_{j∈s} (ε/q)·(o_j − M)
     total = jax.lax.psum(jnp.stack(rows), class_axis)
-    # l = LSE − (1−ε)·o_y − (ε/q)·Σ_j o_j with LSE = M + log Σ_j e^{o_j − M}: M − o_y is formed
-    # before the log is added, as log_softmax does, so a small loss keeps its relative precision.
-    # In halves, doubled at the end: M − o_y overflows when the logits span more than the float
-    # range, where the loss may not (halving is exact, so the rounding is the same).
-    shifted = 0.5 * top
+    # l = LSE − (1−ε)·o_y − (ε/q)·Σ_j o_j with LSE = M + log Σ_j e^{o_j − M}, and Σ_j ε/q = ε:
+    # l = log Σ_j e^{o_j − M} + (1−ε)·(M − o_y) − Σ_j (ε/q)·(o_j − M). Every term is a
+    # difference from M, formed before the log is added, as log_softmax does, so a small loss
+    # keeps its relative precision (the unshifted ε·M − Σ (ε/q)·o_j cancelled). M − o_y in
+    # halves, doubled: it overflows when the logits span more than the float range, where the
+    # loss may not (halving is exact, so the rounding is the same).
+    loss = jnp.log(total[0])
     if eps < 1:  # ε = 1 gives the label no weight, even at a −inf logit (not 0·inf = NaN)
-      shifted = shifted - (1 - eps) * (0.5 * total[1])
+      loss = loss + 2 * ((1 - eps) * (0.5 * top - 0.5 * total[1]))
     if need_sum:
-      shifted = shifted - 0.5 * total[3]
-    loss = 2 * shifted + jnp.log(total[0])
+      loss = loss - total[3]
     # A label in no shard (out of [0, q)) is NaN, as in softmax_jax.cross_entropy under jit.
     return jnp.where(total[2] > 0, loss, jnp.nan)
 
@@ -748,7 +774,8 @@ def class_parallel_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike, label
     shard_stats: computes one shard's :class:`ShardStats` as
       ``shard_stats(x_NxD, W_DxC, b_C, labels_N, valid_C, *, logit_sum_scale)``:
       :func:`dense_shard_stats` (default), :func:`chunked_shard_stats`, or any differentiable
-      function with that signature (e.g. a fused/chunked linear cross-entropy kernel).
+      function with that signature (e.g. a fused/chunked linear cross-entropy kernel); with
+      label smoothing it returns ``logit_sum`` shifted by its max, and ``logit_mass``.
 
   Returns:
     float32 (float64 for float64 inputs): ``(n,)`` for ``"none"``, else a scalar.

@@ -44,6 +44,11 @@ def problem():
   return x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:], cp
 
 
+def big_logits():
+  """Ten logits near 1e6, float32: the class-parallel smoothing check's."""
+  return (1e6 + np.random.default_rng(5).normal(size=CP_Q)).astype(np.float32)
+
+
 def cp_nan_problem(q, where):
   """x (4, 8), W (8, q), b, labels with one NaN: in row 1 of x, or in column q/2 + 1 of W."""
   rng = np.random.default_rng(q)
@@ -151,6 +156,15 @@ def run_devices():
     out["cp"][f"{name}_{eps}"] = {"loss": float(value), "grads": [_list(g) for g in grads]}
   out["cp_none"] = _list(parallel.class_parallel_cross_entropy(
       cp["x"], cp["W"], cp["b"], cp["y"], mesh=cmesh, reduction="none"))
+
+  # Label smoothing at logits near 1e6 (x = 1, W = 0: the logits are b, exactly): the shards'
+  # smoothing sums are shifted by their max and re-shifted to the global one.
+  out["cp_smooth_big"] = {}
+  for name, stats in (("dense", parallel.dense_shard_stats),
+                      ("chunked", parallel.chunked_shard_stats(2))):
+    out["cp_smooth_big"][name] = _list(parallel.class_parallel_cross_entropy(
+        np.ones((CP_N, 1), np.float32), np.zeros((1, CP_Q), np.float32), big_logits(),
+        cp["y"], mesh=cmesh, label_smoothing=0.1, reduction="none", shard_stats=stats))
 
   def plain(x, W, b):
     return parallel.class_parallel_cross_entropy(x, W, b, cp["y"], mesh=cmesh)

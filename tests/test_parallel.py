@@ -351,6 +351,21 @@ class TestClassParallelOneShard:
     np.testing.assert_allclose(cp(jnp.eye(4), W, jnp.zeros(3), y, label_smoothing=0.3), want,
                                rtol=1e-5)
 
+  @pytest.mark.parametrize("offset", [0.0, 1e4, 1e6])
+  @pytest.mark.parametrize("chunk", [None, 1, 3])
+  def test_smoothing_at_large_logits_equals_dense(self, offset, chunk):
+    """The smoothing term is summed shifted by the max: ε·M − Σ (ε/q)·o_j cancelled at large
+    logits, 1% of the loss off near 1e6 in float32 (found by review). Chunks re-shift their
+    sums as the max grows (combine_stats)."""
+    o = offset + jnp.asarray(np.random.default_rng(0).normal(size=(2, 8)), jnp.float32)
+    y = jnp.array([3, 6])
+    stats = parallel.dense_shard_stats if chunk is None else parallel.chunked_shard_stats(chunk)
+    got = parallel.class_parallel_cross_entropy(jnp.eye(2), o, jnp.zeros(8), y, mesh=self.mesh,
+                                                label_smoothing=0.1, reduction="none",
+                                                shard_stats=stats)
+    want = sj.cross_entropy(o, y, label_smoothing=0.1)
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+
   @pytest.mark.parametrize("l2", [0.0, 0.1])
   def test_objective_equals_train_objective_at_extremes(self, l2):
     params = sj.Params(W=jnp.array([[1e4, -1e4, 0.0], [3e38, -3e38, 0.0], [0.0, 1.0, 2.0]]),
@@ -464,6 +479,16 @@ def test_class_parallel_per_example_losses(devices):
   cp = worker.problem()[-1]
   want = sj.cross_entropy(cp["x"] @ cp["W"] + cp["b"][None, :], cp["y"])
   np.testing.assert_allclose(devices["cp_none"], want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("stats", ["dense", "chunked"])
+def test_class_parallel_smoothing_at_logits_near_1e6(devices, stats):
+  # Over 4 shards (3 classes each, 2 padding columns): the per-example losses equal the dense
+  # ones (the unshifted smoothing sums lost 1% of the loss here).
+  cp = worker.problem()[-1]
+  o = np.broadcast_to(worker.big_logits(), (worker.CP_N, worker.CP_Q))
+  want = sj.cross_entropy(jnp.asarray(o), jnp.asarray(cp["y"]), label_smoothing=0.1)
+  np.testing.assert_allclose(devices["cp_smooth_big"][stats], want, rtol=2e-6)
 
 
 @pytest.mark.parametrize("case", worker.CP_NAN_CASES)
