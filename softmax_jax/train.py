@@ -290,7 +290,9 @@ def _eval_sums(params: Params, x: jax.Array, y: jax.Array, *, batch_size: int, n
         "class_count": jnp.zeros(num_classes, jnp.int32).at[batch.y].add(batch.mask),
         **bin_sums(confidence, correct, batch.mask, num_bins=num_bins),
     }
-    return jax.tree.map(jnp.add, sums, new), None
+    # In the carry's dtypes: with jax_enable_x64, a sum of bools is int64 and the carry's zeros
+    # float64, which the scan rejected (evaluate raised a TypeError under x64).
+    return jax.tree.map(lambda s, n: s + n.astype(s.dtype), sums, new), None
 
   zeros = {"loss_sum": jnp.zeros(()), "n_correct": jnp.zeros((), jnp.int32),
            "class_correct": jnp.zeros(num_classes, jnp.int32),

@@ -150,6 +150,24 @@ def test_evaluate_is_exact_with_a_short_last_batch():
   assert out["n"] == 37
 
 
+def test_evaluate_under_x64_equals_evaluate(x64):
+  """With jax_enable_x64 on, the scan's sums (a count of bools is int64 then, the zeros
+  float64) raised a TypeError (found by review); now the same metrics as without x64."""
+  x, y = _toy(n=37)
+  params = sj.init_params(jax.random.PRNGKey(4), 4, 3, scale=2.0)
+  params = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+  out = train.evaluate(params, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32),
+                       batch_size=8)
+  with jax.enable_x64(False) if hasattr(jax, "enable_x64") and callable(jax.enable_x64) else (
+      jax.experimental.disable_x64()):
+    want = train.evaluate(params, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32),
+                          batch_size=8)
+  np.testing.assert_allclose(out["loss"], want["loss"], rtol=1e-6)
+  np.testing.assert_allclose(out["ece"], want["ece"], rtol=1e-6)
+  assert out["accuracy"] == want["accuracy"] and out["n"] == want["n"] == 37
+  assert out["per_class_accuracy"] == want["per_class_accuracy"]
+
+
 def test_make_optimizer():
   assert isinstance(train.make_optimizer("adam", 1e-3), optax.GradientTransformation)
   train.make_optimizer("momentum", 0.1, weight_decay=1e-4)
