@@ -6,7 +6,8 @@ entropy; ``H(P, Q) = KL(P‖Q) = +inf`` when some outcome has ``q = 0 < p``. No 
 NaN for valid distributions, and the gradients are finite wherever the value is (at ``p = 0``
 the derivative of ``p log p`` is taken as 0, its value from the right being ``-inf``). The
 derivative of ``p log q`` in ``p`` is ``log q`` at ``p = 0`` too, where ``q > 0``: the gradient of
-``H(P, Q)`` in ``P`` is ``−log q`` everywhere, and ``KL = H(P, Q) − H(P)`` holds for gradients.
+``H(P, Q)`` in ``P`` is ``−log q`` wherever ``q > 0`` (0 at ``p = q = 0``, by the convention
+above), and ``KL = H(P, Q) − H(P)`` holds for gradients.
 
 Arguments are validated like soft labels: entries ``>= 0`` that sum to 1 along ``axis`` within a
 dtype tolerance (eagerly, or under :func:`softmax_jax.checked`). Unchecked, under a plain ``jit``,
@@ -75,13 +76,24 @@ def _p_times(p: jax.Array, log_x: jax.Array) -> jax.Array:
   return jnp.where(zero, 0, p * jnp.where(zero, 0, log_x))
 
 
-@_p_times.defjvp
-def _p_times_jvp(primals, tangents):
-  p, log_x = primals
-  dp, dlog_x = tangents
+def _p_times_tangent(p, log_x, dp, dlog_x, like):
+  """`_p_times`' tangent; a symbolic-zero ``dp`` (a constant ``p``) adds nothing, rather than
+  ``0·(−inf) = NaN`` where ``q = 0``."""
   zero = p == 0
-  coef = jnp.where(zero & (log_x == -jnp.inf), 0, log_x)
-  return _p_times(p, log_x), dp * coef + jnp.where(zero, 0, p * dlog_x)
+  d_out = jnp.zeros_like(like)
+  if not v.is_zero_tangent(dp):
+    d_out = d_out + dp * jnp.where(zero & (log_x == -jnp.inf), 0, log_x)
+  if not v.is_zero_tangent(dlog_x):
+    d_out = d_out + jnp.where(zero, 0, p * dlog_x)
+  return d_out
+
+
+def _p_times_jvp(primals, tangents):
+  out = _p_times(*primals)
+  return out, _p_times_tangent(*primals, *tangents, like=out)
+
+
+_p_times.defjvp(_p_times_jvp, symbolic_zeros=True)
 
 
 @jax.custom_jvp
@@ -92,13 +104,15 @@ def _p_log_ratio(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
   return _p_times(p, log_p - log_q)
 
 
-@_p_log_ratio.defjvp
 def _p_log_ratio_jvp(primals, tangents):
   p, log_p, log_q = primals
   dp, dlog_p, dlog_q = tangents
-  _, d_self = jax.jvp(_p_times, (p, log_p), (dp, dlog_p))
-  _, d_cross = jax.jvp(_p_times, (p, log_q), (dp, dlog_q))
-  return _p_log_ratio(p, log_p, log_q), d_self - d_cross
+  out = _p_log_ratio(p, log_p, log_q)
+  return out, (_p_times_tangent(p, log_p, dp, dlog_p, like=out)
+               - _p_times_tangent(p, log_q, dp, dlog_q, like=out))
+
+
+_p_log_ratio.defjvp(_p_log_ratio_jvp, symbolic_zeros=True)
 
 
 def _pair(p: ArrayLike, q: ArrayLike, axis: int) -> tuple[jax.Array, jax.Array, int]:

@@ -40,9 +40,9 @@ finite logits or ``±inf`` (an honest overflow of the result, e.g. ``|x| ≈ 3e3
 near 1), never the NaN that ``inf − inf`` inside a sum would give. Infinite or NaN inputs are not
 guarded. :func:`fwht` guards itself the same way, row by row. **Known limit:** an entry below
 ``max|x|·2^-126`` becomes subnormal once scaled, and XLA:CPU flushes it to 0, so it drops out of
-the value; that is below rounding unless the large entries' weights are 0 or tiny (``x = [3e38,
-1.5]`` with ``W = [[0], [1]]`` gives 0, not 1.5). The derivatives are those of the unscaled map,
-exact for every entry (`_guarded`).
+the value, and of its own weights' gradient; that is below rounding unless the large entries'
+weights are 0 or tiny (``x = [3e38, 1.5]`` with ``W = [[0], [1]]`` gives 0, not 1.5). The
+derivatives in ``x`` are those of the unscaled map, exact for every entry (`_guarded`).
 
 **Fastfood's permutation.** ``Π`` is fixed at init and never trained. It is stored as static
 pytree metadata (``aux_data``) of :class:`FastfoodParams`, a tuple of Python ints, not as a leaf:
@@ -170,11 +170,12 @@ def _guarded(linear: Callable[[Any, jax.Array], jax.Array]):
   with ``t = pow2_exponent(x)`` (per row of ``x``'s last axis): the overflow guard of the module
   docstring.
 
-  The scaling is for the value only. The derivative is that of the unscaled ``linear``:
-  ``linear(params, dx)`` in ``x`` and ``linear(dparams, x)``'s JVP in the parameters. Through the
-  scaled chain, a tangent times ``2^-t`` came out 0 for ``t >= 126`` (XLA:CPU flushes
-  subnormals), a cotangent times ``2^t`` overflowed, and the weight gradient of an entry far
-  below ``max|x|`` (exactly that entry times the cotangent) was flushed to 0.
+  The derivative in ``x`` is that of the unscaled map, ``linear(params, dx)`` (the map is linear
+  in ``x``): through the scaled chain a tangent times ``2^-t`` came out 0 for ``t >= 126``
+  (XLA:CPU flushes subnormals), and a cotangent times ``2^t`` overflowed. The derivative in the
+  parameters keeps the scaled chain, whose inner sums over ``x`` cannot overflow (the unscaled
+  ``x·U`` of a low-rank layer can); so, as in the value, an entry below ``max|x|·2^-126`` drops
+  out of its own weights' gradient.
   """
 
   @jax.custom_jvp
@@ -190,7 +191,10 @@ def _guarded(linear: Callable[[Any, jax.Array], jax.Array]):
     if not all(v.is_zero_tangent(leaf) for leaf in jax.tree.leaves(dparams)):
       dparams = jax.tree.map(lambda d, p: jnp.zeros_like(p) if v.is_zero_tangent(d) else d,
                              dparams, params)
-      d_out = d_out + jax.jvp(lambda p: linear(p, x), (params,), (dparams,))[1]
+      t = pow2_exponent(x)
+      x_scaled = times_pow2(x, -t)
+      d_out = d_out + jax.jvp(lambda p: times_pow2(linear(p, x_scaled), t), (params,),
+                              (dparams,))[1]
     if not v.is_zero_tangent(dx):
       d_out = d_out + linear(params, dx)  # linear in x
     return out, d_out

@@ -16,14 +16,15 @@ so that ``LSE = m + log s`` at the end. With the target ``v`` (the one-hot of th
 smoothed and weighted; or a probability vector), ``S = Σ_j v_j`` and the loss is
 ``l = S·LSE − Σ_j v_j o_j``. For class ids, ``Σ_j v_j o_j = (1−ε) w_y o_y + (ε/q) Σ_j w_j o_j``:
 the label's logit ``o_y`` is gathered from the block that holds it (``n`` entries, so
-``LSE − o_y = log s + (m − o_y)`` is exactly ``log s`` when the label holds the max) and
-``Σ_j w_j o_j = x·(W w) + b·w`` accumulates a ``d``-vector; no ``n × chunk`` work beyond the
-log-sum-exp. For probability labels, ``S`` and ``A = Σ_j v_j (o_j − m)`` (re-shifted as ``m``
-grows) are accumulated per block. The residuals are the inputs and two ``n``-vectors, ``LSE``
-and ``S``.
+``LSE − o_y = log s + (m − o_y)`` is exactly ``log s`` when the label holds the max); with
+smoothing, ``Σ_j (ε/q) w_j (o_j − m)`` is summed over each block (re-shifted as ``m`` grows), as
+for probability labels, whose ``S`` and ``A = Σ_j v_j (o_j − m)`` are accumulated per block. The
+residuals are the inputs and three ``n``-vectors: ``m`` and ``log s`` kept apart (``m + log s``
+rounds ``log s`` away once ``|m| ≫ log s``), and ``S``.
 
 Backward. With the cotangent ``c`` of each example's loss, block ``k`` is recomputed and
-``G_k = c ⊙ (S·exp(O_k − LSE) − v_k)`` (the exact softmax: ``LSE`` is final) gives
+``G_k = c ⊙ (S·exp((O_k − m) − log s) − v_k)`` (the exact softmax: ``m`` and ``s`` are final)
+gives
 ``dx += G_k W_kᵀ``, ``dW_k = xᵀ G_k`` and ``db_k = Σ_n G_k``; each ``dW`` and ``db`` block is
 written once, in place. ``v_k`` is formed per block, by comparing the class ids with the block's
 column indices: nothing is one-hot encoded at full size.

@@ -115,7 +115,7 @@ def _mlp_logits_one(params: MLPParams, x_D: jax.Array, *, activation: str) -> ja
   """One example: ``o_C = φ(x_D W1_DxH + b1_H) W2_HxC + b2_C``."""
   # x·W1 as 2^t·((x·2^-t)·W1), layers' overflow guard: a power-of-two scaling is exact, and it
   # keeps the partial sums of inputs near ±3e38 from overflowing to inf − inf = NaN (the product
-  # may still round to ±inf, which tanh maps to ±1). Its derivatives are those of x·W1 (the
+  # may still round to ±inf, which tanh maps to ±1). Its derivatives in x are those of x·W1 (the
   # scaled chain flushed tangents to 0 and overflowed cotangents near 3e38).
   pre_H = _first_layer(params.W1, x_D)
   h_H = ACTIVATIONS[activation](pre_H + params.b1)
@@ -133,8 +133,9 @@ def mlp_logits(params: MLPParams, x: ArrayLike, *, activation: str = "relu") -> 
   overflows; with ``activation="tanh"`` the hidden units are bounded by 1, so the logits stay
   finite for any finite ``x``, even ``±3e38`` (ReLU passes such an input on and may overflow to
   ``±inf``, as any linear layer would). The first product has :mod:`softmax_jax.layers`' overflow
-  guard, with its known limit: features below ``max|x|·2^-126`` drop out of the value (not of the
-  derivatives), which matters only where the large features' weights are 0 or tiny.
+  guard, with its known limit: features below ``max|x|·2^-126`` drop out of the value and of
+  their weights' gradient (not of the derivatives in ``x``), which matters only where the large
+  features' weights are 0 or tiny.
 
   Args:
     params: ``MLPParams(W1, b1, W2, b2)``.

@@ -745,7 +745,9 @@ def class_parallel_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike, label
   which is :func:`softmax_jax.cross_entropy` with label smoothing ``ε``. The per-example
   combination costs exactly two collectives of ``O(n)`` values, as in Megatron-LM's
   vocab-parallel cross-entropy: one ``lax.pmax`` of ``m_s`` and one ``lax.psum`` of the stacked
-  ``[s_s e^{m_s − M}, o_y·[y∈S_s], [y∈S_s]]`` (plus ``Σ_{j∈S_s} o_j`` when ``ε > 0``). Every
+  ``[s_s e^{m_s − M}, o_y·[y∈S_s], [y∈S_s]]`` (plus ``Σ_{j∈S_s} (ε/q)(o_j − M)`` when
+  ``ε > 0``, summed shifted by the shard's max and re-shifted to ``M``, so that it does not
+  cancel). Every
   exponent is ``<= 0``, so nothing overflows; logits are assumed finite.
 
   Gradient: plain autodiff through ``shard_map`` (no custom rule), chosen so that any

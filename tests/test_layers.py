@@ -11,7 +11,6 @@ from jax.test_util import check_grads
 
 import softmax_jax as sj
 from softmax_jax import layers
-from tests.conftest import enable_x64
 
 HYPER = {"dense": {}, "low_rank": {"rank": 2}, "phm": {"n": 2}, "fastfood": {}}
 
@@ -249,11 +248,12 @@ def test_check_grads(name):
 
 @pytest.mark.parametrize("name", list(layers.LAYERS))
 def test_derivatives_are_those_of_the_unscaled_map(name):
-  """The overflow guard scales ``x`` by ``2^-t`` for the value only. The maps are linear in ``x``,
-  so the Jacobian in ``x`` at inputs near 3e38 is the one at ordinary inputs (it was 0 in forward
+  """The overflow guard scales ``x`` by ``2^-t`` for the value. The maps are linear in ``x``, so
+  the Jacobian in ``x`` at inputs near 3e38 is the one at ordinary inputs (it was 0 in forward
   mode, tangents times 2^-127 being flushed, and inf in reverse mode, cotangents times 2^127
-  overflowing). The parameter gradient of an input entry far below the largest is that entry
-  times the cotangent: float32 matches float64 (it was flushed to 0 in float32)."""
+  overflowing). The parameter gradients keep the scaled chain, whose sums over ``x`` cannot
+  overflow: at inputs all near 1e35 they are 1e30 times those at ``x·1e-30`` (the unscaled
+  ``x·U`` of a low-rank layer overflowed to inf, found by review)."""
   layer = layers.LAYERS[name]
   params = _init(name, 12, 6)
   params = jax.tree.map(lambda a: a + 0.3 * jnp.cos(jnp.arange(a.size).reshape(a.shape)), params)
@@ -265,20 +265,27 @@ def test_derivatives_are_those_of_the_unscaled_map(name):
     got = jac(layer.apply, 1)(params, jnp.asarray(big))
     assert np.isfinite(got).all(), (jac, got)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-  small = x.copy()
-  small[:, 3] = [1e20, 2e20]  # the same sign: no cancellation between the rows
-  small[:, 5] = [1e-20, 3e-21]
 
   def grads(params, x):
-    return jax.grad(lambda p: jnp.sum(jnp.sin(jnp.arange(6.0))[None, :] * layer.apply(p, x)))(params)
+    return jax.grad(lambda p: jnp.sum(jnp.sin(jnp.arange(6.0))[None, :] * layer.apply(p, x)))(
+        params)
 
-  got = grads(params, jnp.asarray(small))
-  with enable_x64():
-    want = grads(jax.tree.map(lambda a: a.astype(jnp.float64), params),
-                 jnp.asarray(small, jnp.float64))
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-    assert g.dtype == jnp.float32
-    np.testing.assert_allclose(g, w, rtol=1e-5, atol=0)
+  huge = np.sign(x) * (1e35 + 1e34 * np.abs(x))  # every entry near 1e35: t = 116
+  got = jax.tree.leaves(grads(params, jnp.asarray(huge, jnp.float32)))
+  want = jax.tree.leaves(grads(params, jnp.asarray(huge * 1e-30, jnp.float32)))
+  scales = [1e30] * (len(want) - 1) + [1.0]  # the bias (the last leaf) does not see x
+  for g, w, scale in zip(got, want, scales, strict=True):
+    assert np.isfinite(g).all(), (name, g)
+    w = scale * np.asarray(w, np.float64)
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * np.abs(w).max())
+
+
+def test_low_rank_weight_gradient_at_inputs_summing_beyond_the_float_range():
+  # x·U = 3e38 (3e38 + 3e38 − 3e38 in the scaled chain, exact): grad V = (x·U)ᵀ·1 = 3e38.
+  x = jnp.array([3e38, 3e38, -3e38, 0.0])
+  p = layers.LowRankParams(U=jnp.ones((4, 1)), V=jnp.full((1, 2), 1e-3), b=jnp.zeros(2))
+  np.testing.assert_allclose(jax.grad(lambda p: layers.low_rank_logits(p, x).sum())(p).V,
+                             [[3e38, 3e38]], rtol=1e-6)
 
 
 def test_fwht_derivatives_near_the_float_max():
