@@ -178,10 +178,11 @@ def _guarded(linear: Callable[[Any, jax.Array], jax.Array]):
   out of its own weights' gradient.
   """
 
-  @jax.custom_jvp
-  def scaled(params, x):
+  def chain(params, x):
     t = pow2_exponent(x)
     return times_pow2(linear(params, times_pow2(x, -t)), t)
+
+  scaled = jax.custom_jvp(chain)
 
   def scaled_jvp(primals, tangents):
     params, x = primals
@@ -191,10 +192,7 @@ def _guarded(linear: Callable[[Any, jax.Array], jax.Array]):
     if not all(v.is_zero_tangent(leaf) for leaf in jax.tree.leaves(dparams)):
       dparams = jax.tree.map(lambda d, p: jnp.zeros_like(p) if v.is_zero_tangent(d) else d,
                              dparams, params)
-      t = pow2_exponent(x)
-      x_scaled = times_pow2(x, -t)
-      d_out = d_out + jax.jvp(lambda p: times_pow2(linear(p, x_scaled), t), (params,),
-                              (dparams,))[1]
+      d_out = d_out + jax.jvp(lambda p: chain(p, x), (params,), (dparams,))[1]
     if not v.is_zero_tangent(dx):
       d_out = d_out + linear(params, dx)  # linear in x
     return out, d_out

@@ -36,8 +36,10 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax.softmax import _shifted as shifted_row
 from softmax_jax.softmax import log_softmax
 from softmax_jax.softmax import softmax
+from softmax_jax.softmax import vmap_rows
 from softmax_jax.solve import enable_x64
 
 
@@ -176,19 +178,15 @@ def _check_logits_labels(logits: Any, labels: Any) -> tuple[jax.Array, jax.Array
 
 def _shifted_logits(logits: jax.Array) -> jax.Array:
   """``z = o − max(o)`` per row, so that ``z <= 0`` (the softmax does not see a shift), with
-  :mod:`softmax_jax.softmax`'s limits: in a row whose max is ``+inf``, 0 for the ``+inf``
-  entries and ``−inf`` for the rest; a row of ``−inf`` stays ``−inf``; a NaN stays NaN.
+  :mod:`softmax_jax.softmax`'s limits (its own shift): in a row whose max is ``+inf``, 0 for the
+  ``+inf`` entries and ``−inf`` for the rest; a row of ``−inf`` stays ``−inf``; a NaN stays NaN.
 
   The max, not the log-sum-exp: ``o − LSE(o)`` rounds every entry to the resolution of ``LSE``
-  (``0.69`` for two logits 1e-6 apart), which ``β = 1/T`` then magnifies (an NLL of 0.297 for
-  0.313 at ``T = 1e-6`` in float32). Subtracting the max is exact for entries near it. The max
-  is not differentiated: the result does not depend on the shift.
+  (``0.69`` for two logits 1e-6 apart), which ``1/T`` then magnifies (an NLL of 0.297 for 0.313
+  at ``T = 1e-6`` in float32). Subtracting the max is exact for entries near it. The max is not
+  differentiated: the result does not depend on the shift.
   """
-  m = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-  finite = jnp.isfinite(m)
-  return jnp.where(finite, logits - jnp.where(finite, m, 0),
-                   jnp.where(logits == jnp.inf, 0.0,
-                             jnp.where(jnp.isnan(logits), logits, -jnp.inf)))
+  return vmap_rows(lambda o_C: shifted_row(o_C, None)[0], logits.ndim - 1, (0,))(logits)
 
 
 def _scaled_log_probs(logits: jax.Array, temperature: jax.Array) -> jax.Array:
