@@ -29,6 +29,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax.losses import _times
+from softmax_jax.losses import times_tangent
 
 
 def _log_base(base: Any) -> float:
@@ -60,40 +62,12 @@ def _safe_log(x: jax.Array) -> jax.Array:
   return jnp.where(zero, -jnp.inf, jnp.log(jnp.where(zero, 1, x)))
 
 
-@jax.custom_jvp
-def _p_times(p: jax.Array, log_x: jax.Array) -> jax.Array:
-  """p · log_x with 0 · (−inf) = 0.
-
-  Only ``p == 0`` contributes nothing: a NaN ``p`` makes the product NaN.
-
-  Its derivative in ``p`` is ``log_x``, exact wherever that is finite: ``p log q`` is linear in
-  ``p``, so a zero ``p`` beside a positive ``q`` has the derivative ``log q``, not 0. Where
-  ``p = 0`` and ``log_x = −inf`` (``p log p`` at an impossible outcome, or ``q = 0``) the value
-  jumps to ``+inf``, or its slope to ``−inf``, as ``p`` leaves 0; the derivative is taken as 0
-  there, so that gradients are finite wherever the value is.
-  """
-  zero = p == 0
-  return jnp.where(zero, 0, p * jnp.where(zero, 0, log_x))
-
-
-def _p_times_tangent(p, log_x, dp, dlog_x, like):
-  """`_p_times`' tangent; a symbolic-zero ``dp`` (a constant ``p``) adds nothing, rather than
-  ``0·(−inf) = NaN`` where ``q = 0``."""
-  zero = p == 0
-  d_out = jnp.zeros_like(like)
-  if not v.is_zero_tangent(dp):
-    d_out = d_out + dp * jnp.where(zero & (log_x == -jnp.inf), 0, log_x)
-  if not v.is_zero_tangent(dlog_x):
-    d_out = d_out + jnp.where(zero, 0, p * dlog_x)
-  return d_out
-
-
-def _p_times_jvp(primals, tangents):
-  out = _p_times(*primals)
-  return out, _p_times_tangent(*primals, *tangents, like=out)
-
-
-_p_times.defjvp(_p_times_jvp, symbolic_zeros=True)
+# p · log_x with 0 · (−inf) = 0 (losses' `_times`, with its derivative): in p it is log_x, exact
+# wherever that is finite (p log q is linear in p, so a zero p beside a positive q has the
+# derivative log q, not 0); where p = 0 and log_x = −inf (p log p at an impossible outcome, or
+# q = 0) the value jumps to +inf, or its slope to −inf, as p leaves 0, and the derivative is
+# taken as 0, so that gradients are finite wherever the value is.
+_p_times = _times
 
 
 @jax.custom_jvp
@@ -108,8 +82,8 @@ def _p_log_ratio_jvp(primals, tangents):
   p, log_p, log_q = primals
   dp, dlog_p, dlog_q = tangents
   out = _p_log_ratio(p, log_p, log_q)
-  return out, (_p_times_tangent(p, log_p, dp, dlog_p, like=out)
-               - _p_times_tangent(p, log_q, dp, dlog_q, like=out))
+  return out, (times_tangent(p, log_p, dp, dlog_p, like=out)
+               - times_tangent(p, log_q, dp, dlog_q, like=out))
 
 
 _p_log_ratio.defjvp(_p_log_ratio_jvp, symbolic_zeros=True)

@@ -52,17 +52,21 @@ def _times(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.where(a == 0, 0, a * b)
 
 
-def _times_jvp(primals, tangents):
-  a, b = primals
-  da, db = tangents
+def times_tangent(a, b, da, db, like):
+  """`_times`' tangent (``da``, ``db`` may be symbolic zeros; ``like`` is its value): a constant
+  ``a`` beside ``b = −inf`` adds 0, not NaN. Shared with :mod:`softmax_jax.info`."""
   zero = a == 0
-  out = _times(a, b)
-  dout = jnp.zeros_like(out)
-  if not _is_zero(da):  # symbolic zeros skipped: a constant a beside b = −inf adds 0, not NaN
+  dout = jnp.zeros_like(like)
+  if not _is_zero(da):
     dout = dout + da * jnp.where(zero & ~jnp.isfinite(b), 0, b)
   if not _is_zero(db):
     dout = dout + jnp.where(zero, 0, a * db)
-  return out, dout
+  return dout
+
+
+def _times_jvp(primals, tangents):
+  out = _times(*primals)
+  return out, times_tangent(*primals, *tangents, like=out)
 
 
 _times.defjvp(_times_jvp, symbolic_zeros=True)
