@@ -9,8 +9,10 @@ Both sides minimise the same objective, mean CE + (l2/2)·‖W‖² with l2 = 1/
 ``LogisticRegression(C)``, lbfgs). scikit-learn runs at ``tol=1e-8`` (the issue's setting) and
 softmax_jax to ``max|∇J| <= 1e-6``; the table shows both objectives, so that "same optimum" can be
 read off (within 1e-6 relative), and softmax_jax's compile time apart from its solve time.
-"solve" is the wall time of a whole ``fit_exact`` call once compiled (input checks, the float64
-copies of ``x`` and the solve), the median of ``--repeats`` calls; "1st call" is the first call in
+``lbfgs f32`` is ``fit_exact(..., product_dtype="float32")``: L-BFGS with float32 products and
+everything else in float64; every objective shown is computed in float64 from the solution.
+"solve" is the wall time of a whole ``fit_exact`` call once compiled (input checks, the copies
+of ``x`` and the solve), the median of ``--repeats`` calls; "1st call" is the first call in
 the process for that shape, compilation included, and "incl. compile" is scikit-learn's time over
 it. scikit-learn's time is the median of ``--sklearn_repeats`` fits (its input conversion
 included).
@@ -39,6 +41,9 @@ _SK_FLOAT64 = flags.DEFINE_bool(
     "sklearn_float64", False, "Give scikit-learn float64 features (softmax_jax still gets the "
     "float32 ones): then it computes in float64 and reaches the optimum at tol=1e-8, in about "
     "twice the iterations. By default both get the same float32 array.")
+_PRODUCTS = flags.DEFINE_list(
+    "product_dtypes", ["float64", "float32"], "softmax_jax's product dtypes to time: float64 "
+    "(Newton and L-BFGS) and float32 (L-BFGS with float32 products, `lbfgs f32`).")
 _CACHE = flags.DEFINE_string(
     "compilation_cache_dir", None, "JAX's persistent compilation cache: run twice with the same "
     "directory, and the second run's compile column is a load from disk.")
@@ -81,7 +86,7 @@ def main(argv):
       clf.fit(x, y)
     return clf, time.perf_counter() - t0
 
-  print(f"{'problem':>24} {'method':>8} {'objective':>16} {'rel. to sk':>10} {'compile':>8} "
+  print(f"{'problem':>24} {'method':>10} {'objective':>16} {'rel. to sk':>10} {'compile':>8} "
         f"{'solve':>8} {'1st call':>8} {'sklearn':>8} {'sk 1 thr':>8} {'speedup':>8} "
         f"{'vs default':>10} {'incl. compile':>13}")
   for name, x, y, q in _problems():
@@ -101,26 +106,32 @@ def main(argv):
     sk_params = solve.Params(W=clf.coef_.T.astype(np.float64), b=clf.intercept_.astype(np.float64))
     with solve.enable_x64():
       sk_obj = float(solve.objective(sk_params, x.astype(np.float64), y, l2=l2))
-    for method in ("newton", "lbfgs"):
+    for method, product_dtype in (("newton", "float64"), ("lbfgs", "float64"),
+                                  ("lbfgs", "float32")):
       if method == "newton" and solve.default_method(n, x.shape[1], q) != "newton":
         continue  # the Hessian of this size is not the tool (see solve.default_method)
+      if product_dtype not in _PRODUCTS.value:
+        continue
+      kw = dict(num_classes=q, l2=l2, method=method, product_dtype=product_dtype)
       solve._COMPILED.clear()  # a cold first call: compile, data preparation and solve
       start = time.perf_counter()
-      _, info = solve.fit_exact(x, y, num_classes=q, l2=l2, method=method)
+      _, info = solve.fit_exact(x, y, **kw)
       first_s = time.perf_counter() - start
       compile_s = info.compile_seconds
-      walls, runs = [], []
+      walls = []
       for _ in range(REPEATS.value):
         start = time.perf_counter()
-        runs.append(solve.fit_exact(x, y, num_classes=q, l2=l2, method=method)[1])
+        params, info = solve.fit_exact(x, y, **kw)
         walls.append(time.perf_counter() - start)
-      solve_s = float(np.median(walls))  # the whole call: checks, float64 copies and solve
-      obj = runs[-1].objective
-      print(f"{name:>24} {method:>8} {obj:16.12f} {(obj - sk_obj) / sk_obj:10.1e} "
+      solve_s = float(np.median(walls))  # the whole call: checks, copies of x and solve
+      with solve.enable_x64():  # the solution's objective in float64, whatever the products
+        obj = float(solve.objective(params, x.astype(np.float64), y, l2=l2))
+      label = method if product_dtype == "float64" else f"{method} f32"
+      print(f"{name:>24} {label:>10} {obj:16.12f} {(obj - sk_obj) / sk_obj:10.1e} "
             f"{compile_s:7.2f}s {solve_s:7.3f}s {first_s:7.2f}s {sk_default_s:7.3f}s "
             f"{np.median(sk1_times):7.3f}s {sk_s / solve_s:8.1f} {sk_default_s / solve_s:10.1f} "
             f"{sk_s / first_s:13.2f}", flush=True)
-    print(f"{'':>24} {'sklearn':>8} {sk_obj:16.12f} (median of {len(sk_times)} fits; "
+    print(f"{'':>24} {'sklearn':>10} {sk_obj:16.12f} (median of {len(sk_times)} fits; "
           f"softmax_jax: of {REPEATS.value} solves)")
 
 

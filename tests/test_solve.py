@@ -89,12 +89,13 @@ def test_reaches_sklearn_optimum_on_digits(digits, sklearn_fit, method):
   assert abs(params.b.sum()) < 1e-12 and np.max(np.abs(params.W.sum(1))) < 1e-12
 
 
-@pytest.mark.parametrize("method", ["newton", "lbfgs"])
-def test_compilation_is_cached_and_max_iter_reports_non_convergence(digits, method):
+@pytest.mark.parametrize("method, dtype", [("newton", "float64"), ("lbfgs", "float64"),
+                                           ("lbfgs", "float32")])
+def test_compilation_is_cached_and_max_iter_reports_non_convergence(digits, method, dtype):
   l2 = 1.0 / len(digits.y_train)
   for _ in range(2):
     _, info = solve.fit_exact(digits.x_train, digits.y_train, l2=l2, method=method,
-                              max_iter=2)
+                              max_iter=2, product_dtype=dtype)
     assert info.iterations == 2 and not info.converged and info.grad_norm > 1e-6
   assert info.compile_seconds == 0.0 and info.solve_seconds > 0  # max_iter is not static
 
@@ -168,14 +169,94 @@ def test_narrow_inputs_solve_the_same_problem_in_float64(digits, dtype):
   np.testing.assert_allclose(params.W, ref.W, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["newton", "lbfgs"])
-def test_max_iter_zero_reports_the_start(digits, method):
+@pytest.mark.parametrize("method, dtype", [("newton", "float64"), ("lbfgs", "float64"),
+                                           ("lbfgs", "float32")])
+def test_max_iter_zero_reports_the_start(digits, method, dtype):
   # W = 0, b = 0: every class has probability 1/10, so J = log 10 and nothing moves.
   params, info = solve.fit_exact(digits.x_train, digits.y_train, l2=1e-3, method=method,
-                                 max_iter=0)
+                                 max_iter=0, product_dtype=dtype)
   assert info.iterations == 0 and not info.converged
   assert info.objective == pytest.approx(np.log(10), rel=1e-14)
   np.testing.assert_array_equal(params.W, 0)
+
+
+def test_prepare_lbfgs_centres_x_and_lays_out_its_transpose(x64):
+  x = np.array([[0, 1e4], [2, 1e4 + 1], [4, 1e4 + 5]], np.float32)
+  want = np.array([[-2, -2], [0, -1], [2, 3]])  # minus the column means [2, 10002]
+  for dtype in ("float32", "float64"):
+    got, got_t, mu = solve._prepare_lbfgs(x, dtype=dtype)
+    assert got.dtype == got_t.dtype == jnp.dtype(dtype) and mu.dtype == jnp.float64
+    np.testing.assert_array_equal(mu, [2, 10002])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_t, want.T)
+
+
+@pytest.mark.parametrize("dtype", ["float32", np.float32, jnp.float32])
+def test_float32_products_reach_the_float64_optimum(digits, optimum, dtype):
+  # L-BFGS with float32 products (W, b and x rounded to float32 for each product, everything
+  # else in float64) stops at a point whose float64 gradient is below tol, with the objective
+  # of the float64 optimum; its reported objective and gradient are float32 products' own.
+  x, y = digits.x_train, digits.y_train
+  l2 = 1.0 / (C * len(y))
+  ref, ref_info = optimum  # Newton, float64, max|∇J| <= 1e-10
+  params, info = solve.fit_exact(x, y, l2=l2, product_dtype=dtype)  # auto: L-BFGS
+  assert info.method == "lbfgs" and info.converged and info.grad_norm <= 1e-6
+  assert params.W.dtype == np.float64
+  with enable_x64():
+    exact = float(solve.objective(params, x.astype(np.float64), y, l2=l2))
+    grad = solve.gradient(params, x.astype(np.float64), y, l2=l2)
+  assert _max_abs(grad) <= 1e-6
+  assert abs(_max_abs(grad) - info.grad_norm) <= 1e-8  # what it reported is what it reached
+  assert ref_info.objective <= exact <= ref_info.objective * (1 + 1e-7), (exact, ref_info)
+  # Reported from float32 products: 2.8e-8 relative here (float64 products: 1e-15).
+  assert abs(info.objective - exact) <= 1e-7 * exact
+  assert abs(params.b.sum()) < 1e-12 and np.max(np.abs(params.W.sum(1))) < 1e-12
+
+
+@pytest.mark.parametrize("offset, dtypes", [(0.0, ("float64", "float32")),
+                                            (30.0, ("float64", "float32")),
+                                            (1e4, ("float64",))])
+def test_lbfgs_centres_the_features(offset, dtypes):
+  # L-BFGS solves for (W, b + μW) on x − μ, μ the column means: the same objective (b is not
+  # penalised) on better-conditioned products. Features with a mean of 30 or 1e4 are then solved
+  # about as fast as centred ones (without centring: 688 steps at 30, no convergence in 3,000 at
+  # 1e4), to the same optimum as Newton's on the raw features. (With float32 products and a
+  # mean of 1e4 it takes ~1,400 steps: tol on ∇_W J = ∇_W J' + μ∇_b J' asks |∇_b J| <= 1e-10,
+  # below the float32 rounding of G.)
+  rng = np.random.default_rng(11)
+  x = (offset + rng.normal(size=(500, 6))).astype(np.float32)
+  y = rng.integers(0, 4, 500).astype(np.int32)
+  l2 = 1e-2
+  ref, ref_info = solve.fit_exact(x, y, l2=l2, method="newton", tol=1e-10)
+  for dtype in dtypes:
+    params, info = solve.fit_exact(x, y, l2=l2, method="lbfgs", product_dtype=dtype)
+    assert info.converged and info.iterations <= 20, (dtype, info)
+    with enable_x64():
+      grad = _max_abs(solve.gradient(params, x.astype(np.float64), y, l2=l2))
+      exact = float(solve.objective(params, x.astype(np.float64), y, l2=l2))
+    assert grad <= 1e-6 and abs(grad - info.grad_norm) <= 1e-7, (dtype, grad, info)
+    assert abs(exact - ref_info.objective) <= 1e-10 * ref_info.objective
+    # J is λ-strongly convex in W: |W − W*| <= |∇J|/λ = 1e-4. b moves with μW: compare b + μW.
+    np.testing.assert_allclose(params.W, ref.W, atol=1e-4)
+    mu = np.mean(x.astype(np.float64), axis=0)
+    np.testing.assert_allclose(params.b + mu @ params.W, ref.b + mu @ ref.W, atol=1e-4)
+
+
+def test_float32_products_cannot_resolve_tol_on_large_features():
+  # Features of scale 1e3: the float32 rounding of ∇_W J's terms, ~6e-8·1e3·|G|, exceeds
+  # tol = 1e-6. The solver says so (converged=False) rather than claiming the optimum, and
+  # its reported gradient is the float64 one's order of magnitude; float64 products converge.
+  rng = np.random.default_rng(11)
+  x = (1e3 * rng.normal(size=(500, 6))).astype(np.float32)
+  y = rng.integers(0, 4, 500).astype(np.int32)
+  params, info = solve.fit_exact(x, y, l2=1e-2, method="lbfgs", product_dtype="float32",
+                                 max_iter=300)
+  with enable_x64():
+    grad = _max_abs(solve.gradient(params, x.astype(np.float64), y, l2=1e-2))
+  assert not info.converged and grad > 1e-6
+  assert grad / 10 < info.grad_norm < grad * 10, (grad, info)
+  _, info = solve.fit_exact(x, y, l2=1e-2, method="lbfgs", max_iter=300)
+  assert info.converged
 
 
 def test_default_method_by_problem_size():
@@ -277,8 +358,9 @@ def test_bias_shift_leaves_objective_unchanged(x64):
   assert abs(float(jnp.sum(g.b))) < 1e-14  # the gradient has no gauge component
 
 
-@pytest.mark.parametrize("method", ["newton", "lbfgs"])
-def test_a_gauge_shifted_optimum_is_still_the_optimum(digits, optimum, method):
+@pytest.mark.parametrize("method, dtype", [("newton", "float64"), ("lbfgs", "float64"),
+                                           ("lbfgs", "float32")])
+def test_a_gauge_shifted_optimum_is_still_the_optimum(digits, optimum, method, dtype):
   # Start from the optimum with every bias shifted by 100 and each feature's weights by its own
   # constant: the objective has not changed, and the solver returns the centred optimum at once.
   x, y = digits.x_train, digits.y_train
@@ -289,7 +371,8 @@ def test_a_gauge_shifted_optimum_is_still_the_optimum(digits, optimum, method):
   with enable_x64():
     np.testing.assert_allclose(solve.objective(init._replace(W=ref.W), x, y, l2=l2),
                                ref_info.objective, rtol=1e-14)
-  params, info = solve.fit_exact(x, y, l2=l2, method=method, tol=1e-6, init=init)
+  params, info = solve.fit_exact(x, y, l2=l2, method=method, tol=1e-6, init=init,
+                                 product_dtype=dtype)
   assert info.converged and info.iterations <= 1
   np.testing.assert_allclose(params.W, ref.W, atol=1e-8)
   np.testing.assert_allclose(params.b, ref.b, atol=1e-8)
@@ -352,6 +435,12 @@ def test_no_penalty_with_a_dead_feature():
     ({"init": Params(np.zeros((3, 2)), np.zeros(2))}, ValueError,
      r"init must hold W of shape \(2, 2\)"),
     ({"init": Params(np.full((2, 2), np.inf), np.zeros(2))}, ValueError, "init must be finite"),
+    ({"product_dtype": "float16"}, ValueError,
+     r"product_dtype must be one of \('float64', 'float32'\); got 'float16'"),
+    ({"product_dtype": np.int32}, ValueError, "product_dtype must be one of .*int32"),
+    ({"product_dtype": "single precision"}, ValueError, "got 'single precision'"),
+    ({"method": "newton", "product_dtype": "float32"}, ValueError,
+     "method='newton' computes in float64; got product_dtype='float32'"),
 ])
 def test_bad_input(kwargs, error, match):
   args = {"x": np.ones((4, 2)), "y": np.array([0, 1, 0, 1]), "l2": 0.1, **kwargs}
@@ -394,3 +483,12 @@ def test_experiment_smoke(tmp_path, digits, sklearn_fit):
   assert rec["test_accuracy"] == pytest.approx(
       sklearn_fit.score(digits.x_test.astype(np.float64), digits.y_test),
       abs=2 / len(digits.y_test))
+  assert rec["product_dtype"] == "float64"
+  # --product_dtype=float32: L-BFGS (auto picks it) with float32 products, the same optimum.
+  with flagsaver.flagsaver(workdir=str(tmp_path), C=C, tol=1e-6, method="auto",
+                           product_dtype="float32"):
+    exp.main([])
+  rec32 = json.loads((tmp_path / "solve.json").read_text())
+  assert rec32["method"] == "lbfgs" and rec32["product_dtype"] == "float32"
+  assert rec32["converged"] and rec32["grad_norm"] <= 1e-6
+  assert rec32["objective"] == pytest.approx(rec["objective"], rel=1e-7)
