@@ -32,8 +32,9 @@ backtracking from ``t = 1``, in a ``while_loop`` (the backtracking in an inner o
 make it fast (:func:`_lbfgs`):
 - **Centred features.** It solves for ``(W, b' = b + μW)`` on ``x − μ``, ``μ`` the feature means:
   the same ``J``, since ``b`` is not penalised, with a far better conditioned Hessian (the
-  convergence test is still on ``∇J`` in ``(W, b)``). The digits (pixel means up to 13) took 175
-  steps uncentred and take 36; features of mean 30 took 688 steps and take 9.
+  convergence test is still on ``∇J`` in ``(W, b)``). The digits (pixels in ``[0, 1]``, means up
+  to 0.76) took 175 steps uncentred and take 36 (at ``C = 1``; the raw 0–16 pixels: 2,173 and
+  444); features of mean 30 took 688 steps and take 9.
 - **A line search without products.** Each step makes two products, the logits' change ``D``
   along the direction (with float32 products, in one product with the logits ``O`` themselves)
   and ``(x − μ)ᵀG`` (read from a row-major copy of the transpose, :func:`_prepare_lbfgs`); every
@@ -132,12 +133,12 @@ class SolveInfo(NamedTuple):
     grad_norm: the max-abs (∞-norm) of ``∇J`` there, over ``W`` and ``b``.
     iterations: Newton or L-BFGS steps taken.
     converged: ``grad_norm <= tol``.
-    solve_seconds: wall time from the checked inputs to the solution: the conversion of ``x`` to
-      float64 with its transposed copy, transfers and the compiled solve, less
-      ``compile_seconds``.
+    solve_seconds: wall time from the checked inputs to the solution: the copies of ``x`` in the
+      product dtype (Newton: augmented; L-BFGS: centred) with its transposed copy, transfers and
+      the compiled solve, less ``compile_seconds``.
     compile_seconds: time to trace and compile the solver and the data preparation; 0.0 when a
-      problem of the same shapes and method was compiled before in this process. The solver
-      compiles while the data preparation runs, so on a first call the two overlap.
+      problem of the same shapes, method and product dtype was compiled before in this process.
+      The solver compiles while the data preparation runs, so on a first call the two overlap.
     method: ``"newton"`` or ``"lbfgs"``, the method that ran.
   """
 
@@ -348,13 +349,16 @@ def _lbfgs(theta0_DxC, x_NxD, xT_DxN, mu_D, y_N, l2, tol, max_iter, *, memory_si
   converts ``Θ`` in (centred) and out, and the convergence test is on ``∇J`` in ``(W, b)``:
   ``∇_W J = ∇_W J' + μ∇_b' J'ᵀ``.
 
-  Each pass makes two products: the logits' change ``D = (x − μ)·ΔW + Δb'`` along the direction
-  ``Δ``, after which every trial ``t`` of the Armijo search is elementwise (``O + tD``), and
-  ``(x − μ)ᵀG`` for the gradient at the accepted point. In float64 the logits ``O`` are carried
-  from pass to pass (``O ← O + tD``, rounding ~1e-16 a step). With float32 products they are
-  recomputed each pass, in the same product as ``D`` (``(x − μ)·[W' | ΔW]``: 15.1 ms against
-  13.3 at 60,000 × 784 × 10), so that the products' rounding does not add up. The first pass
-  starts from ``Θ' = 0`` and ``O = 0`` with ``Δ = Θ'₀`` and ``t = 1``: it evaluates the start, and
+  Each pass makes two products: the logits' change ``D`` along the direction ``Δ``, after which
+  every trial ``t`` of the Armijo search is elementwise (``O + tD``), and ``(x − μ)ᵀG`` for the
+  gradient at the accepted point. In float64, ``D = O(Θ' + Δ) − O`` with ``O`` carried from the
+  pass before, so that after a full step (``t = 1``, the usual case) ``O`` is a fresh product and
+  no rounding adds up: carrying ``O + tD`` with ``D = (x − μ)·Δ`` drifted by ~1e-12 over a few
+  hundred steps, which at features of scale 1e6 is 1e-6 in ``∇_W J``. With float32 products that
+  difference would be float32 rounding, far larger than ``D`` near the optimum, so ``O`` and ``D``
+  come from one product, ``(x − μ)·[W' | ΔW]`` (15.1 ms against 13.3 for ``D`` alone at
+  60,000 × 784 × 10). The first pass starts from ``Θ' = 0`` and ``O = 0`` with ``Δ = Θ'₀`` and
+  ``t = 1``: it evaluates the start, and
   each product is compiled once.
   """
   n = x_NxD.shape[0]
@@ -365,8 +369,8 @@ def _lbfgs(theta0_DxC, x_NxD, xT_DxN, mu_D, y_N, l2, tol, max_iter, *, memory_si
   onehot_NxC = jax.nn.one_hot(y_N, q, dtype=dtype)
 
   def products(theta_DxC):  # (x − μ)·W' + b' for the columns of theta_DxC
-    theta_DxC = theta_DxC.astype(x_NxD.dtype)
-    return (_precision.dot(x_NxD, theta_DxC[:-1]) + theta_DxC[-1:]).astype(dtype)
+    return _precision.dot(x_NxD, theta_DxC[:-1].astype(x_NxD.dtype)).astype(dtype) + (
+        theta_DxC[-1:])
 
   def value_and_probs(theta_DxC, o_NxC):
     ce, p_NxC = _mean_ce_and_probs(o_NxC, y_N)
@@ -384,8 +388,8 @@ def _lbfgs(theta0_DxC, x_NxD, xT_DxN, mu_D, y_N, l2, tol, max_iter, *, memory_si
   def body(state):
     it, theta, o_NxC, value, grad, _, delta, slope, t, s_MxP, y_MxP, gamma, _, first = state
     delta_DxC = delta.reshape(d1, q)
-    if carry_logits:
-      d_NxC = products(delta_DxC)
+    if carry_logits:  # D = O(Θ' + Δ) − O: after a full step (t = 1) O is a fresh product
+      d_NxC = products(theta + delta_DxC) - o_NxC
     else:
       both_NxC = products(jnp.concatenate([theta, delta_DxC], axis=1))
       o_NxC, d_NxC = both_NxC[:, :q], both_NxC[:, q:]
@@ -465,14 +469,25 @@ def _prepare(x_NxD):
 
 @functools.partial(jax.jit, static_argnames=("dtype",))
 def _prepare_lbfgs(x_NxD, *, dtype: str):
-  """``x`` in the product dtype, and a row-major copy of ``xᵀ`` for ``xᵀG`` (see :func:`_prepare`).
+  """The centred features ``x − μ`` in the product dtype, a row-major copy of their transpose for
+  ``(x − μ)ᵀG`` (see :func:`_prepare`), and ``μ`` (float64).
 
-  On a CPU ``xᵀG`` from the copy took 16.6 ms against 23.1 ms for ``(Gᵀx)ᵀ`` and 39.2 ms for
-  ``x`` contracted over its rows (float32, 60,000 × 784 × 10); in float64 36, 50 and 78 ms.
+  ``μ`` is the column mean rounded to the product dtype, and the subtraction is done in that dtype
+  (any ``μ`` gives an exact reparametrisation, :func:`_lbfgs`), so that float32 products need no
+  float64 copy of ``x``. A column whose ``x − μ`` would overflow is left uncentred (``μ = 0``).
+  On a CPU ``xᵀG`` from the transposed copy took 16.6 ms against 23.1 ms for ``(Gᵀx)ᵀ`` and 39.2
+  ms for ``x`` contracted over its rows (float32, 60,000 × 784 × 10); in float64 36, 50 and 78 ms.
   """
-  x_NxD = x_NxD.astype(jnp.float64)
-  mu_D = jnp.mean(x_NxD, axis=0)
-  x_NxD = (x_NxD - mu_D[None, :]).astype(dtype)
+  n = x_NxD.shape[0]
+  sum_D = jnp.sum(x_NxD.astype(jnp.float64), axis=0)
+  mean_D = jax.lax.cond(jnp.all(jnp.isfinite(sum_D)), lambda: sum_D / n,  # else Σ x/n: no overflow
+                        lambda: jnp.sum(x_NxD.astype(jnp.float64) / n, axis=0))
+  mu_D = mean_D.astype(dtype).astype(jnp.float64)
+  biggest = float(jnp.finfo(dtype).max)
+  hi_D = jnp.max(x_NxD, axis=0).astype(jnp.float64)
+  lo_D = jnp.min(x_NxD, axis=0).astype(jnp.float64)
+  mu_D = jnp.where((jnp.abs(hi_D - mu_D) <= biggest) & (jnp.abs(mu_D - lo_D) <= biggest), mu_D, 0)
+  x_NxD = x_NxD.astype(dtype) - mu_D.astype(dtype)[None, :]
   return x_NxD, x_NxD.T, mu_D
 
 
@@ -508,14 +523,16 @@ def _check_nonneg(value: Any, name: str) -> float:
 
 
 def _check_data(x: ArrayLike, y: ArrayLike, num_classes: int | None):
-  """Host-side checks; returns ``x`` as given, int32 ``y`` (NumPy) and the number of classes."""
+  """Host-side checks; returns ``x`` as given, int32 ``y`` (NumPy), the number of classes and
+  ``max|x|``."""
   x = np.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):  # jnp's knows bfloat16
     raise TypeError(f"x must be a floating-point array; got dtype {x.dtype} with shape "
                     f"{x.shape}.")
   if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
     raise ValueError(f"x must have shape (n, d) with n, d >= 1; got {x.shape}.")
-  if not (np.isfinite(np.min(x)) and np.isfinite(np.max(x))):  # NaN propagates through both
+  lo, hi = np.min(x), np.max(x)
+  if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN propagates through both
     finite = np.isfinite(x)
     index = np.unravel_index(np.argmin(finite), x.shape)
     raise ValueError(f"x must be finite; got {x[index]} at index {tuple(int(i) for i in index)} "
@@ -540,7 +557,7 @@ def _check_data(x: ArrayLike, y: ArrayLike, num_classes: int | None):
     index = int(np.argmax(bad))
     raise ValueError(f"y must be class ids in [0, {num_classes}); got {y[index]} at index "
                      f"[{index}] ({int(bad.sum())} out of range).")
-  return x, y.astype(np.int32), num_classes
+  return x, y.astype(np.int32), num_classes, float(max(abs(lo), abs(hi)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -676,16 +693,22 @@ def fit_exact(x: ArrayLike, y: ArrayLike, *, l2: float, num_classes: int | None 
     init: a starting point (default zero); it is centred first, which does not raise ``J``.
     memory_size: L-BFGS's number of stored pairs.
     product_dtype: the dtype of the products with ``x``, ``"float64"`` (default) or
-      ``"float32"`` (or the NumPy/JAX dtype). ``"float32"`` is for L-BFGS (``"auto"`` then
-      picks it): ``x − μ``, ``W``, ``b`` and ``G`` are rounded to float32 for each product,
-      while the iterates, the logits, the loss and every sum stay float64. The products run
-      about twice as fast with half the memory: on ``60,000 × 784 × 10`` the whole call took
-      about half the time of float64's (``BENCHMARKS.md``). Their rounding enters ``∇_W J``
-      at about ``6·10⁻⁸·max|x − μ|·|G|``, so it suits well-scaled features: the digits'
-      pixels (0–16) and standardised features reach ``tol = 1e-6`` as in float64, but features
-      of scale ``10³`` cannot (the solve then ends with ``converged=False``). The returned
-      ``objective`` and ``grad_norm`` carry the same rounding (``3·10⁻⁸`` relative on the
-      digits); :func:`objective` gives the float64 value.
+      ``"float32"`` (or a NumPy/JAX dtype or its name). ``"float32"`` is for L-BFGS (``"auto"``
+      then picks it): ``x − μ``, ``W`` and ``G`` are rounded to float32 and multiplied in
+      float32, sums over features and examples included; the bias, the loss and its sums, the
+      iterates and the L-BFGS pairs stay float64. The products run about twice as fast, from
+      two float32 copies of ``x`` instead of two float64 ones: on ``60,000 × 784 × 10`` the
+      whole call took 0.6× the time of float64's (``BENCHMARKS.md``). Their rounding enters
+      ``∇_W J`` at up to about ``6·10⁻⁸·max|x − μ|·|G|``, so it suits well-scaled features:
+      the digits (pixels in ``[0, 1]``) and standardised features reach ``tol = 1e-6`` as in
+      float64, but features of scale ``10³`` cannot (the solve then ends with
+      ``converged=False``), and ``max|x|`` beyond float32's largest value over ``2n`` is an
+      error. ``objective``, ``grad_norm`` and so ``converged`` are then computed from float32
+      products: ``objective`` was ``3·10⁻⁸`` (relative) off on the digits; ``grad_norm`` within
+      about 3% of the float64 gradient's on the digits and on standardised data, but from 18%
+      below to 5% above it at feature scales 30–80 (one solve reported ``9.94·10⁻⁷`` where the
+      float64 gradient is ``1.03·10⁻⁶``). :func:`objective` and :func:`gradient` on float64
+      ``x`` give the float64 values.
 
   Returns:
     ``(params, info)``: ``Params`` of float64 NumPy arrays, ``W`` ``(d, q)`` and ``b`` ``(q,)``,
@@ -699,22 +722,25 @@ def fit_exact(x: ArrayLike, y: ArrayLike, *, l2: float, num_classes: int | None 
   References:
     Nocedal & Wright, Numerical Optimization, 2006, §3.1, §3.4 and §7.2; Böhning, 1992.
   """
-  x, y, q = _check_data(x, y, num_classes)
+  x, y, q, max_abs_x = _check_data(x, y, num_classes)
   n, d = x.shape
   l2 = _check_nonneg(l2, "l2")
   tol = _check_nonneg(tol, "tol")
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-  if isinstance(product_dtype, str) or product_dtype is None:
-    name = product_dtype
-  else:
-    try:
-      name = np.dtype(product_dtype).name
-    except TypeError:
-      name = product_dtype
+  try:
+    name = None if product_dtype is None else np.dtype(product_dtype).name
+  except TypeError:
+    name = None
   if name not in PRODUCT_DTYPES:
     raise ValueError(f"product_dtype must be one of {PRODUCT_DTYPES}; got {product_dtype!r}.")
   product_dtype = name
+  # |x − μ| <= 2·max|x| and |G| <= 1, so no sum of the float32 products exceeds 2n·max|x|.
+  bound = float(np.finfo(np.float32).max) / (2 * n)
+  if product_dtype == "float32" and max_abs_x > bound:
+    raise ValueError(f"product_dtype='float32' needs max|x| <= {bound:.3g} (float32's largest "
+                     f"value / 2n, n = {n}), so that its products cannot overflow; got "
+                     f"{max_abs_x:.3g}. Use product_dtype='float64'.")
   if method == "auto":
     method = default_method(n, d, q) if product_dtype == "float64" else "lbfgs"
   if method == "newton" and product_dtype != "float64":

@@ -191,7 +191,53 @@ def test_prepare_lbfgs_centres_x_and_lays_out_its_transpose(x64):
     np.testing.assert_array_equal(got_t, want.T)
 
 
-@pytest.mark.parametrize("dtype", ["float32", np.float32, jnp.float32])
+def test_prepare_lbfgs_makes_no_float64_copy_for_float32_products(x64):
+  # The centring runs in the product dtype: XLA's temporary buffers hold at most one float32
+  # copy of x (a float64 one, n·d·8 bytes, before).
+  x = jax.ShapeDtypeStruct((600, 70), jnp.float32)
+  memory = solve._prepare_lbfgs.lower(x, dtype="float32").compile().memory_analysis()
+  assert memory.temp_size_in_bytes < 600 * 70 * 8  # 168,136 bytes; 336,000 + more before
+
+
+def test_lbfgs_centring_never_overflows():
+  # Column 0's sum overflows float64 (its mean does not): the mean is taken as Σ x/n; and where
+  # x − μ itself would overflow (column 0 of the second x) the column is left uncentred. The
+  # first gave NaN parameters; now both end finite, at the start's log 2 (no step can be taken
+  # with logits that large).
+  y = np.array([0, 1, 1])
+  for x in (np.array([[1e308, 0], [1e308, 1], [0, 2]]),
+            np.array([[1.7e308, 0], [-1.7e308, 1], [-1.7e308, 2]])):
+    params, info = solve.fit_exact(x, y, l2=0.1, method="lbfgs")
+    assert np.isfinite(params.W).all() and np.isfinite(params.b).all()
+    assert info.objective == pytest.approx(np.log(2), rel=1e-15) and not info.converged
+  with enable_x64():
+    _, _, mu = solve._prepare_lbfgs(np.array([[1e308, 1.7e308], [1e308, -1.7e308],
+                                              [0, -1.7e308]]), dtype="float64")
+  np.testing.assert_allclose(mu, [1e308 / 3 * 2, 0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("x", [np.array([[1e150, 0], [1e150, 1], [0, 2]]),
+                               np.array([[1e38, 0], [1e38, 1], [0, 2]], np.float32)])
+def test_float32_products_refuse_features_they_would_overflow(x):
+  with pytest.raises(ValueError, match=r"product_dtype='float32' needs max\|x\| <= 5.67e\+37 "
+                     r"\(float32's largest value / 2n, n = 3\).*got 1e\+(150|38)"):
+    solve.fit_exact(x, np.array([0, 1, 1]), l2=0.1, product_dtype="float32")
+
+
+def test_lbfgs_logits_do_not_drift_at_large_feature_scales():
+  # Features of scale 1e6: ∇_W J = xᵀG/n turns a drift of 1e-12 in the logits into 1e-6. With the
+  # logits carried as O + tD over 265 steps the solve ended at max|∇J| = 1.4e-6, unconverged;
+  # with D = O(Θ' + Δ) − O they are a fresh product after every full step.
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(60, 2)) * 1e6
+  y = rng.integers(0, 3, 60)
+  params, info = solve.fit_exact(x, y, l2=0.01, method="lbfgs", max_iter=3000)
+  assert info.converged and info.iterations < 200
+  with enable_x64():
+    assert _max_abs(solve.gradient(params, x, y, l2=0.01)) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", ["float32", np.float32, jnp.float32, "f4"])
 def test_float32_products_reach_the_float64_optimum(digits, optimum, dtype):
   # L-BFGS with float32 products (W, b and x rounded to float32 for each product, everything
   # else in float64) stops at a point whose float64 gradient is below tol, with the objective
