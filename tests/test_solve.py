@@ -181,12 +181,12 @@ def test_max_iter_zero_reports_the_start(digits, method, dtype):
 
 
 def test_prepare_lbfgs_centres_x_and_lays_out_its_transpose(x64):
-  x = np.array([[0, 1e4], [2, 1e4 + 1], [4, 1e4 + 5]], np.float32)
-  want = np.array([[-2, -2], [0, -1], [2, 3]])  # minus the column means [2, 10002]
+  x = np.array([[0, 1e4], [2, 1e4 + 1], [4, 1e4 + 5], [6, 1e4 + 2]], np.float32)
+  want = np.array([[-3, -2], [-1, -1], [1, 3], [3, 0]])  # minus the column means [3, 10002]
   for dtype in ("float32", "float64"):
     got, got_t, mu = solve._prepare_lbfgs(x, dtype=dtype)
     assert got.dtype == got_t.dtype == jnp.dtype(dtype) and mu.dtype == jnp.float64
-    np.testing.assert_array_equal(mu, [2, 10002])
+    np.testing.assert_array_equal(mu, [3, 10002])
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_t, want.T)
 
@@ -200,7 +200,7 @@ def test_prepare_lbfgs_makes_no_float64_copy_for_float32_products(x64):
 
 
 def test_lbfgs_centring_never_overflows():
-  # Column 0's sum overflows float64 (its mean does not): the mean is taken as Σ x/n; and where
+  # Column 0's sum overflows float64 (its mean does not): the mean is taken as Σ x·(1/n); and where
   # x − μ itself would overflow (column 0 of the second x) the column is left uncentred. The
   # first gave NaN parameters; now both end finite, at the start's log 2 (no step can be taken
   # with logits that large).
