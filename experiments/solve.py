@@ -12,7 +12,7 @@ test accuracy, 0.9526 (train 0.9889). On two CPU cores compilation takes about 1
 about 0.4 s (scikit-learn's fit: 0.14 s). ``--method=lbfgs`` (on centred features) takes 36 steps
 to max|∇J| = 8.4e-7, J = 0.2106418714: 0.09 s on this first call, about 0.02 s once compiled
 (``benchmarks/solve.py``). ``--product_dtype=float32`` (L-BFGS with float32 products) takes the
-same 36 steps and reports J = 0.2106418654, its float32 products' rounding (3e-8 relative; the
+same 36 steps and reports J = 0.2106418736, its float32 products' rounding (1e-8 relative; the
 float64 J of its solution is 0.2106418714). The record is written to ``--workdir/solve.json``.
 """
 

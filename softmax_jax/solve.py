@@ -41,7 +41,7 @@ make it fast (:func:`_lbfgs`):
   trial ``t`` is then elementwise, ``O + tD``.
 - **Optional float32 products** (``product_dtype``), with everything else in float64.
 On the ``60,000 × 784 × 10`` problem of ``benchmarks/solve.py`` it takes 21 steps; the whole
-call took 1.2–1.3 s with float32 products and 1.9–2.2 s with float64 ones on two CPU cores, where
+call took 1.2 s with float32 products and 1.9–2.0 s with float64 ones on two CPU cores, where
 ``optax.lbfgs`` with its zoom line search took 22 steps and 3.0 s (float64).
 ``method="auto"`` (:func:`default_method`) picks Newton when the Hessian is small and cheap to
 build, ``P <= 4,096`` (at most 134 MB in float64) and ``n·P² <= 10¹⁰`` multiply-adds (about 0.3 s a
@@ -703,7 +703,7 @@ def fit_exact(x: ArrayLike, y: ArrayLike, *, l2: float, num_classes: int | None 
       float64, but features of scale ``10³`` cannot (the solve then ends with
       ``converged=False``), and ``max|x|`` beyond float32's largest value over ``2n`` is an
       error. ``objective``, ``grad_norm`` and so ``converged`` are then computed from float32
-      products: ``objective`` was ``3·10⁻⁸`` (relative) off on the digits; ``grad_norm`` within
+      products: ``objective`` was ``1·10⁻⁸`` (relative) off on the digits; ``grad_norm`` within
       about 3% of the float64 gradient's on the digits and on standardised data, but from 18%
       below to 5% above it at feature scales 30–80 (one solve reported ``9.94·10⁻⁷`` where the
       float64 gradient is ``1.03·10⁻⁶``). :func:`objective` and :func:`gradient` on float64
