@@ -471,22 +471,28 @@ def _prepare_lbfgs(x_NxD, *, dtype: str):
   """The centred features ``x − μ`` in the product dtype, a row-major copy of their transpose for
   ``(x − μ)ᵀG`` (see :func:`_prepare`), and ``μ`` (float64).
 
-  ``μ`` is the column mean in the product dtype, and the subtraction is done in that dtype (any
-  ``μ`` gives an exact reparametrisation, :func:`_lbfgs`), so that float32 products need no
-  float64 copy of ``x``. A column whose ``x − μ`` would overflow is left uncentred (``μ = 0``).
+  ``μ`` is the column mean, and ``x − μ`` is taken in the wider of ``x``'s dtype and the product
+  dtype, then rounded to the product dtype (any ``μ`` gives an exact reparametrisation,
+  :func:`_lbfgs`): float32 ``x`` with float32 products needs no float64 copy, and float64 ``x``
+  is centred before it is rounded. A column whose ``x − μ`` would overflow is left uncentred.
   On a CPU ``xᵀG`` from the transposed copy took 16.6 ms against 23.1 ms for ``(Gᵀx)ᵀ`` and 39.2
   ms for ``x`` contracted over its rows (float32, 60,000 × 784 × 10); in float64 36, 50 and 78 ms.
   """
   n = x_NxD.shape[0]
-  x_NxD = x_NxD.astype(dtype)  # a copy only where the dtype changes
-  # The means as one product, Σ x·(1/n): no overflow (each term is at most max|x|/n), and no
-  # temporary copy of x (a reduction of x converted to float64 made one).
-  mu_D = _precision.dot(jnp.full((n,), 1 / n, dtype), x_NxD).astype(jnp.float64)
+  # The means and the centring in the wider of x's dtype and the product dtype (float64 x is
+  # centred before it is rounded to float32); a copy of x only where that widens it.
+  x_NxD = x_NxD.astype(jnp.promote_types(x_NxD.dtype, dtype))
+  sum_D = jnp.sum(x_NxD, axis=0)  # XLA:CPU's column sum of 10⁶ float32 rows is exact to an ulp
+  mu_D = sum_D / n
+  if x_NxD.dtype == jnp.float64:  # Σx can overflow (float32 x cannot: fit_exact bounds it)
+    mu_D = jax.lax.cond(jnp.all(jnp.isfinite(sum_D)), lambda: mu_D,
+                        lambda: jnp.sum(x_NxD / n, axis=0))
   biggest = float(jnp.finfo(dtype).max)
-  hi_D = jnp.max(x_NxD, axis=0).astype(jnp.float64)
-  lo_D = jnp.min(x_NxD, axis=0).astype(jnp.float64)
-  mu_D = jnp.where((jnp.abs(hi_D - mu_D) <= biggest) & (jnp.abs(mu_D - lo_D) <= biggest), mu_D, 0)
-  x_NxD = x_NxD - mu_D.astype(dtype)[None, :]
+  hi_D, lo_D = jnp.max(x_NxD, axis=0), jnp.min(x_NxD, axis=0)
+  ok_D = (jnp.abs(hi_D - mu_D) <= biggest) & (jnp.abs(mu_D - lo_D) <= biggest)
+  mu_D = jnp.where(ok_D, mu_D, 0)  # a column whose x − μ would overflow stays uncentred
+  x_NxD = (x_NxD - mu_D[None, :]).astype(dtype)
+  mu_D = mu_D.astype(jnp.float64)
   return x_NxD, x_NxD.T, mu_D
 
 
@@ -691,23 +697,23 @@ def fit_exact(x: ArrayLike, y: ArrayLike, *, l2: float, num_classes: int | None 
     max_iter: the most steps; by default 100 for Newton and 10,000 for L-BFGS.
     init: a starting point (default zero); it is centred first, which does not raise ``J``.
     memory_size: L-BFGS's number of stored pairs.
-    product_dtype: the dtype of the products with ``x``, ``"float64"`` (default) or
-      ``"float32"`` (or a NumPy/JAX dtype or its name). ``"float32"`` is for L-BFGS (``"auto"``
-      then picks it): ``x − μ``, ``W`` and ``G`` are rounded to float32 and multiplied in
-      float32, sums over features and examples included; the bias, the loss and its sums, the
-      iterates and the L-BFGS pairs stay float64. The products run about twice as fast, from
-      two float32 copies of ``x`` instead of two float64 ones: on ``60,000 × 784 × 10`` the
-      whole call took 0.6× the time of float64's (``BENCHMARKS.md``). Their rounding enters
-      ``∇_W J`` at up to about ``6·10⁻⁸·max|x − μ|·|G|``, so it suits well-scaled features:
-      the digits (pixels in ``[0, 1]``) and standardised features reach ``tol = 1e-6`` as in
-      float64, but features of scale ``10³`` cannot (the solve then ends with
-      ``converged=False``), and ``max|x|`` beyond float32's largest value over ``2n`` is an
-      error. ``objective``, ``grad_norm`` and so ``converged`` are then computed from float32
-      products: ``objective`` was ``1·10⁻⁸`` (relative) off on the digits; ``grad_norm`` within
-      about 3% of the float64 gradient's on the digits and on standardised data, but from 18%
-      below to 5% above it at feature scales 30–80 (one solve reported ``9.94·10⁻⁷`` where the
-      float64 gradient is ``1.03·10⁻⁶``). :func:`objective` and :func:`gradient` on float64
-      ``x`` give the float64 values.
+    product_dtype: the dtype of the products with ``x``, ``"float64"`` (default) or ``"float32"``
+      (or a NumPy/JAX dtype or its name). ``"float32"`` is for L-BFGS (``"auto"`` then picks it):
+      ``x − μ`` (taken in float64 for float64 ``x``), ``W`` and ``G`` are rounded to float32 and
+      multiplied in float32, sums over features and examples included; the bias, the loss and its
+      sums, the iterates and the L-BFGS pairs stay float64. The products run about twice as fast,
+      from two float32 copies of ``x`` instead of two float64 ones: on ``60,000 × 784 × 10`` the
+      whole call took 0.6× the time of float64's (``BENCHMARKS.md``). Their rounding enters ``∇_W
+      J`` at up to about ``6·10⁻⁸·max|x − μ|·|G|``, so it suits well-scaled features: the digits
+      (pixels in ``[0, 1]``) and standardised features reach ``tol = 1e-6`` as in float64, but
+      features of scale ``10³`` cannot (the solve then ends with ``converged=False``), and
+      ``max|x|`` beyond float32's largest value over ``2n`` is an error. ``objective``,
+      ``grad_norm`` and so ``converged`` are then computed from float32 products: ``objective`` was
+      ``1·10⁻⁸`` (relative) off on the digits; ``grad_norm`` within about 3% of the float64
+      gradient's on the digits and on standardised data, but from 18% below to 5% above it at
+      feature scales 30–80 (one solve reported ``9.94·10⁻⁷`` where the float64 gradient is
+      ``1.03·10⁻⁶``). :func:`objective` and :func:`gradient` on float64 ``x`` give the float64
+      values.
 
   Returns:
     ``(params, info)``: ``Params`` of float64 NumPy arrays, ``W`` ``(d, q)`` and ``b`` ``(q,)``,

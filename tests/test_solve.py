@@ -199,6 +199,30 @@ def test_prepare_lbfgs_makes_no_float64_copy_for_float32_products(x64):
   assert memory.temp_size_in_bytes < 600 * 70 * 8  # 168,136 bytes; 336,000 + more before
 
 
+def test_prepare_lbfgs_means_are_exact_for_many_rows(x64):
+  # 200,000 float32 rows of mean 1e3: the means to an ulp of 1e3 (a float32 product Σx·(1/n),
+  # summed in order, was 0.71 off, most of the features' spread of 1).
+  rng = np.random.default_rng(4)
+  x = (1e3 + rng.normal(size=(200_000, 2))).astype(np.float32)
+  _, _, mu = solve._prepare_lbfgs(x, dtype="float32")
+  np.testing.assert_allclose(mu, np.mean(x, axis=0, dtype=np.float64), rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize("offset", [100.0, 1000.0])
+def test_float32_products_centre_float64_features_before_rounding(offset):
+  # float64 x = N(0, 1) + offset: x − μ is taken in float64 and then rounded, so the rounding is
+  # that of N(0, 1), and the reported gradient is the float64 one. (Rounding x to float32
+  # first solved another problem: at offset 1000 the float64 gradient was 1.6e-4 while the
+  # solver reported 9.6e-7 and converged=True.)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2000, 5)) + offset
+  y = rng.integers(0, 3, 2000)
+  params, info = solve.fit_exact(x, y, l2=1e-3, method="lbfgs", product_dtype="float32")
+  with enable_x64():
+    grad = _max_abs(solve.gradient(params, x, y, l2=1e-3))
+  assert info.converged and grad <= 1e-6 and abs(grad - info.grad_norm) <= 1e-7, (grad, info)
+
+
 def test_lbfgs_centring_never_overflows():
   # Column 0's sum overflows float64 (its mean does not): the mean is taken as Σ x·(1/n); and where
   # x − μ itself would overflow (column 0 of the second x) the column is left uncentred. The
@@ -267,8 +291,8 @@ def test_lbfgs_centres_the_features(offset, dtypes):
   # penalised) on better-conditioned products. Features with a mean of 30 or 1e4 are then solved
   # about as fast as centred ones (without centring: 688 steps at 30, no convergence in 3,000 at
   # 1e4), to the same optimum as Newton's on the raw features. (With float32 products and a
-  # mean of 1e4 it takes ~1,400 steps: tol on ∇_W J = ∇_W J' + μ∇_b J' asks |∇_b J| <= 1e-10,
-  # below the float32 rounding of G.)
+  # mean of 1e4 it takes ~120 steps: tol on ∇_W J = ∇_W J' + μ∇_b J' asks |∇_b J| <= 1e-10,
+  # near the float32 rounding of G.)
   rng = np.random.default_rng(11)
   x = (offset + rng.normal(size=(500, 6))).astype(np.float32)
   y = rng.integers(0, 4, 500).astype(np.int32)
