@@ -71,6 +71,10 @@ def _problems():
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  unknown = sorted(set(_PRODUCTS.value) - set(solve.PRODUCT_DTYPES))
+  if unknown:
+    raise app.UsageError(f"--product_dtypes takes {', '.join(solve.PRODUCT_DTYPES)}; got "
+                         f"{', '.join(unknown)}.")
   if _CACHE.value:
     import jax
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)

@@ -380,7 +380,7 @@ def _lbfgs(theta0_DxC, x_NxD, xT_DxN, mu_D, y_N, l2, tol, max_iter, *, memory_si
     return jnp.maximum(_max_abs(grad_DxC[:-1] + mu_D[:, None] * grad_DxC[-1:]),
                        _max_abs(grad_DxC[-1]))
 
-  def keep_going(state):
+  def keep_going(state):  # ``norm`` is carried, not recomputed here: one fusion less to compile
     it, _, _, _, _, norm, _, slope, _, _, _, _, ok, first = state
     return first | (ok & (it < max_iter) & (norm > tol) & (slope < 0))
 
@@ -790,7 +790,7 @@ def fit_exact(x: ArrayLike, y: ArrayLike, *, l2: float, num_classes: int | None 
     compile_seconds = compile_prepare + compile_solver
     if method == "lbfgs":  # L-BFGS's iterate is Θ' = [W; b + μW], centred (see _lbfgs)
       mu = np.asarray(prepared[-1])
-      theta0 = theta0 - np.mean(theta0, axis=1, keepdims=True)
+      theta0 = np.array(_center(theta0))
       theta0[-1] += mu @ theta0[:-1]
     args = (jnp.asarray(theta0, jnp.float64), *prepared, jnp.asarray(y),
             jnp.asarray(l2, jnp.float64), jnp.asarray(tol, jnp.float64),
@@ -801,7 +801,7 @@ def fit_exact(x: ArrayLike, y: ArrayLike, *, l2: float, num_classes: int | None 
     if method == "lbfgs":
       theta[-1] -= mu @ theta[:-1]
       # Iterates stay in S up to rounding; centring moves J by rounding only.
-      theta -= np.mean(theta, axis=1, keepdims=True)
+      theta = np.asarray(_center(theta))
     info = SolveInfo(objective=float(value), grad_norm=float(grad_norm),
                      iterations=int(iterations), converged=bool(grad_norm <= tol),
                      solve_seconds=solve_seconds, compile_seconds=compile_seconds, method=method)
