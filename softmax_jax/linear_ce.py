@@ -47,7 +47,12 @@ so that the gradients are exact.
 
 Numerics: float16/bfloat16 inputs are computed in float32 (``x`` and each block of ``W`` are
 upcast; the loss is float32), and the gradients are returned in the dtype of each input. Large
-logits (±1e4) are exact: every ``exp`` is of a shifted, non-positive argument.
+logits (±1e4) are exact: every ``exp`` is of a shifted, non-positive argument. Infinite logits
+take the dense loss's limits: a row whose max is +inf has its softmax uniform over the +inf
+logits (a branch of its own, taken only when some row's max is +inf), a row of −inf logits has
+a softmax of 0 and a loss of +inf, and the loss is +inf where the target has mass on a logit
+infinitely below the max. A masked-out row of ``x`` is read as zeros, so that a NaN or inf there
+reaches no gradient.
 
 References:
   Wijmans et al., Cut Your Losses in Large-Vocabulary Language Models, 2024 (Cut Cross-Entropy);
@@ -161,24 +166,50 @@ def _safe(m_N):
   return jnp.where(m_N == -jnp.inf, 0, m_N)
 
 
-def _half_diff(m_N, m_new_N):
-  """``m/2 − m_new/2`` of the shifts: how far a sum shifted by ``m`` moves when the shift
-  becomes ``m_new``."""
-  return 0.5 * _safe(m_N) - 0.5 * _safe(m_new_N)
+def _reshifted(a_N, mass, m_N, m_new_N):
+  """A sum ``a = Σ_j v_j (o_j/2 − m/2)`` of target mass ``mass = Σ_j v_j``, re-shifted to the
+  new max: ``a + mass·(m/2 − m_new/2)`` (the shifts through `_safe`). Unchanged where the max
+  did not move (also at +inf, where the difference is inf − inf) or where there is no mass yet
+  (0·−inf); −inf where the max became +inf and mass sits on the finite logits before it."""
+  diff_N = 0.5 * _safe(m_N) - 0.5 * _safe(m_new_N)
+  return a_N + jnp.where((mass == 0) | (m_N == m_new_N), 0, mass * diff_N)
 
 
 def _shifted_sum(v_NxK, o_NxK, m_N):
   """``Σ_j v_j (o_j/2 − m/2)`` (``m`` through `_safe`); a zero ``v_j`` adds 0, even where
-  ``o_j = −inf`` (0·inf). In halves: ``o − m`` overflows when a row spans more than the float
-  range."""
+  ``o_j = −inf`` (0·inf), and so does a +inf logit (in a row whose max is +inf it is at the
+  max: ``o − m = 0``, the dense loss's limit). In halves: ``o − m`` overflows when a row spans
+  more than the float range."""
   terms = v_NxK * (0.5 * o_NxK - 0.5 * _safe(m_N)[:, None])
-  return jnp.sum(jnp.where(v_NxK == 0, 0, terms), axis=1)
+  return jnp.sum(jnp.where((v_NxK == 0) | (o_NxK == jnp.inf), 0, terms), axis=1)
+
+
+def _exp_shifted(o_NxK, m_N, log_s_N=None):
+  """``exp(o − m)`` per row of a block (``exp((o − m) − log s)`` with ``log_s_N``), ``m``
+  through `_safe`, with the dense loss's limits (`losses._exp_shifted`): in a row whose max is
+  +inf, 1 at the +inf logits and 0 elsewhere (``exp(inf − inf)`` was NaN). The +inf rows take a
+  branch of their own, ``exp(min(a·o, big) − min(m, big))`` with ``a = ½`` there (so that a
+  finite logit, even the float maximum, gives ``exp(≤ −big/2) = 0``), so that finite logits pay
+  nothing for it; a NaN logit stays NaN in both.
+  """
+  def finite():
+    z_NxK = o_NxK - _safe(m_N)[:, None]
+    return jnp.exp(z_NxK if log_s_N is None else z_NxK - log_s_N[:, None])
+
+  def plus_inf():
+    big = jnp.finfo(o_NxK.dtype).max
+    a_N = jnp.where(m_N == jnp.inf, 0.5, 1.0).astype(o_NxK.dtype)
+    scaled_NxK = o_NxK * a_N[:, None]
+    z_NxK = jnp.where(scaled_NxK > big, big, scaled_NxK) - jnp.clip(m_N, -big, big)[:, None]
+    return jnp.exp(z_NxK if log_s_N is None else z_NxK - log_s_N[:, None])
+
+  return lax.cond(jnp.any(m_N == jnp.inf), plus_inf, finite)
 
 
 def _forward(cfg, x, W, b, labels, w, mask):
   """Streams over the class blocks: per-example loss, LSE and target mass S (compute dtype)."""
   cdtype = _compute_dtype(x, W, b)
-  x_NxD = x.astype(cdtype)
+  x_NxD = _masked_rows_zeroed(x.astype(cdtype), mask)
   n, eps, q = x.shape[0], cfg.eps, cfg.num_classes
   wy_N = _label_weights(cfg, labels, w, n, cdtype)
 
@@ -188,9 +219,12 @@ def _forward(cfg, x, W, b, labels, w, mask):
     m_new_N = jnp.maximum(m_N, jnp.max(om_NxK, axis=1))
     # m = −inf before the first block (s = 0), and after blocks whose logits were all −inf (a
     # vocabulary masked by −inf biases): the sums are shifted by 0 there (_safe), not by −inf,
-    # which gave exp(−inf − −inf) = NaN. A sum of nothing (s = 0) is not rescaled.
-    rescale_N = jnp.where(m_N == -jnp.inf, 0, jnp.exp(m_N - _safe(m_new_N)))
-    s_N = s_N * rescale_N + jnp.sum(jnp.exp(om_NxK - _safe(m_new_N)[:, None]), axis=1)
+    # which gave exp(−inf − −inf) = NaN. A sum of nothing (s = 0) is not rescaled, nor is one
+    # whose max did not move (at +inf, exp(inf − inf) is NaN); a max that became +inf scales
+    # the finite logits' sum by exp(m − inf) = 0.
+    rescale_N = jnp.where(m_N == m_new_N, 1,
+                          jnp.where(m_N == -jnp.inf, 0, jnp.exp(m_N - m_new_N)))
+    s_N = s_N * rescale_N + jnp.sum(_exp_shifted(om_NxK, m_new_N), axis=1)
     return m_new_N, s_N
 
   def hard_body(k, carry):
@@ -211,7 +245,7 @@ def _forward(cfg, x, W, b, labels, w, mask):
         w_K = jnp.where(valid_K, w_K, 0)
       # The smoothing term as the soft labels' is: Σ_j a_j (o_j − m), re-shifted as m grows, so
       # that it does not cancel against Σ_j a_j·m (a loss 1% off at logits near 1e6).
-      a_N = a_N + sa * _half_diff(m_N, m_new_N) + _shifted_sum(w_K[None, :], o_NxK, m_new_N)
+      a_N = _reshifted(a_N, sa, m_N, m_new_N) + _shifted_sum(w_K[None, :], o_NxK, m_new_N)
       sa = sa + jnp.sum(w_K)
     return m_new_N, s_N, oy_N, a_N, sa
 
@@ -220,7 +254,7 @@ def _forward(cfg, x, W, b, labels, w, mask):
     o_NxK, _, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
     m_new_N, s_N = lse_update(m_N, s_N, o_NxK, valid_K)
     v_NxK = _block_target(cfg, labels, w, wy_N, start, cols_K, valid_K, cdtype)
-    a_N = a_N + sv_N * _half_diff(m_N, m_new_N) + _shifted_sum(v_NxK, o_NxK, m_new_N)
+    a_N = _reshifted(a_N, sv_N, m_N, m_new_N) + _shifted_sum(v_NxK, o_NxK, m_new_N)
     sv_N = sv_N + jnp.sum(v_NxK, axis=1)
     return m_new_N, s_N, a_N, sv_N
 
@@ -229,27 +263,42 @@ def _forward(cfg, x, W, b, labels, w, mask):
   if cfg.hard:
     init = (minus_inf_N, zeros_N, zeros_N, zeros_N, jnp.zeros((), cdtype))
     m_N, s_N, oy_N, a_N, sa = lax.fori_loop(0, _num_blocks(cfg), hard_body, init)
-    log_s_N = jnp.log(s_N)  # s >= 1 (the max contributes exp(0)), or 0 for a row of −inf
+    log_s_N = _log_sum(s_N)
     m_N = _safe(m_N)
     # l = S·LSE − (1−ε)·w_y·o_y − (ε/q)·Σ_j w_j o_j, with LSE − o_y = log s + (m − o_y): exact
-    # (0 + log s) when the label holds the max. In halves, doubled at the end: m − o_y
-    # overflows when a row spans more than the float range, (1−ε)·w_y times it may not.
+    # (0 + log s) when the label holds the max, also at +inf (inf − inf). In halves, doubled at
+    # the end: m − o_y overflows when a row spans more than the float range, (1−ε)·w_y times
+    # it may not.
     sv_N = (1 - eps) * wy_N
+    gap_N = jnp.where(oy_N == m_N, 0, 0.5 * m_N - 0.5 * oy_N)
     # A zero coefficient (ε = 1, or a class weight of 0) gives 0, even at a −inf label logit.
-    loss_N = 2 * jnp.where(sv_N == 0, 0, sv_N * (0.5 * log_s_N + (0.5 * m_N - 0.5 * oy_N)))
+    loss_N = 2 * jnp.where(sv_N == 0, 0, sv_N * (0.5 * log_s_N + gap_N))
     if eps > 0:  # + Σ_j a_j·LSE − Σ_j a_j o_j = Σ_j a_j·log s − Σ_j a_j (o_j − m)
       loss_N = loss_N + (sa * log_s_N - 2 * a_N)
       sv_N = sv_N + sa
   else:
     init = (minus_inf_N, zeros_N, zeros_N, zeros_N)
     m_N, s_N, a_N, sv_N = lax.fori_loop(0, _num_blocks(cfg), soft_body, init)
-    log_s_N = jnp.log(s_N)
+    log_s_N = _log_sum(s_N)
     m_N = _safe(m_N)
     loss_N = sv_N * log_s_N - 2 * a_N  # S·LSE − Σ v·o
   loss_N = _finish(cfg, loss_N, labels, mask)
   # The LSE is kept as m and log s: m + log s rounds log s away once |m| ≫ log s, and the
   # backward's softmax exp(o − LSE) was then wrong (both of two tied logits of 3e38 got p = 1).
   return loss_N, (m_N, log_s_N), sv_N
+
+
+def _log_sum(s_N):
+  """``log s``: s >= 1 (the max contributes exp(0)) but in a row of −inf logits, whose s = 0
+  is taken as 1 (log s = 0), as in the dense loss: its loss is +inf and its softmax 0, where
+  ``log 0`` gave a NaN loss and NaN gradients."""
+  return jnp.log(jnp.where(s_N == 0, 1, s_N))
+
+
+def _masked_rows_zeroed(x_NxD, mask):
+  """``x`` with the masked-out rows set to 0: they contribute nothing, and a NaN or inf in them
+  reaches neither the loss nor any gradient (``0·NaN`` made ``dW`` and ``db`` NaN)."""
+  return x_NxD if mask is None else jnp.where(mask[:, None], x_NxD, 0)
 
 
 def _row_ok(cfg, labels, mask):
@@ -271,7 +320,7 @@ def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
   """Recomputes each block and accumulates dx, writes the dW and db blocks."""
   m_N, log_s_N = lse_N
   cdtype = m_N.dtype
-  x_NxD = x.astype(cdtype)
+  x_NxD = _masked_rows_zeroed(x.astype(cdtype), mask)
   xT_DxN = x_NxD.T  # materialised once, so that dW's matmul is a plain one
   n = x.shape[0]
   wy_N = _label_weights(cfg, labels, w, n, cdtype)
@@ -297,7 +346,7 @@ def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
     dx_NxD, dW_DxQ, db_Q = carry
     o_NxK, W_DxK, cols_K, start, valid_K = _block_logits(cfg, k, x_NxD, W, b)
     v_NxK = _block_target(cfg, labels, w, wy_N, start, cols_K, valid_K, cdtype)
-    p_NxK = jnp.exp((o_NxK - m_N[:, None]) - log_s_N[:, None])  # the softmax block: LSE is final
+    p_NxK = _exp_shifted(o_NxK, m_N, log_s_N)  # the softmax block: m and log s are final
     if valid_K is not None:
       p_NxK = jnp.where(valid_K[None, :], p_NxK, 0)
     g_NxK = p_NxK * cs_N[:, None] - v_NxK * c_N[:, None]
@@ -454,7 +503,8 @@ def linear_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike | None, labels
     label_smoothing: ``ε`` in ``[0, 1]``, mixing the target with the uniform distribution.
     class_weights: optional ``(q,)`` non-negative weights, one per class.
     where: optional boolean mask of shape ``(n,)`` (or broadcastable to it); ``False`` examples
-      are ignored: loss 0, gradient 0, left out of the ``"mean"``.
+      are ignored: loss 0, gradient 0, left out of the ``"mean"``, even where their features are
+      NaN or inf (the dense form's ``∂/∂W`` is NaN there, ``xᵀG`` multiplying them by 0).
     reduction: ``"none"``, ``"mean"`` or ``"sum"``, as in :func:`softmax_jax.cross_entropy`.
     filter_eps: None (exact, the default), or a threshold ``τ >= 0`` for Cut Cross-Entropy's
       gradient filtering: in the backward pass, a block whose gradient entries ``|G|`` are all

@@ -491,3 +491,73 @@ def test_minus_inf_logits_with_zero_targets_and_a_masked_first_block(chunk_size)
       np.testing.assert_allclose(g, w_, rtol=1e-5, atol=1e-7)
   # Smoothing without weights puts mass on the −inf classes: +inf, as dense.
   assert linear_cross_entropy(x, W, b, y, label_smoothing=0.1, chunk_size=chunk_size) == np.inf
+
+
+# Biases that put +inf and −inf logits in every row, for q = 7: the +inf in a late block (the
+# running sum rescaled from a finite max to +inf), in two blocks (a max that stays +inf), in the
+# first block, and a row of −inf only.
+_INF_BIASES = {
+    "plus-inf-late": [0.0, 1.0, -1.0, 0.5, 2.0, np.inf, 0.0],
+    "plus-inf-twice": [0.0, np.inf, -1.0, -np.inf, 2.0, np.inf, 0.0],
+    "plus-inf-first": [np.inf, 1.0, -1.0, 0.5, 2.0, 3e38, -3e38],
+    "all-minus-inf": [-np.inf] * 7,
+}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 7])
+@pytest.mark.parametrize("bias", list(_INF_BIASES), ids=list(_INF_BIASES))
+def test_infinite_logits_equal_the_dense_limits(bias, chunk_size):
+  """Rows whose max is +inf, and rows of −inf: the loss and gradients are the dense loss's
+  limits (softmax uniform over the +inf logits; 0 in a row of −inf), a loss of +inf where the
+  target has mass on a logit infinitely below the max. They were NaN (exp(inf − inf), log 0;
+  review of session 9)."""
+  x = jnp.array([[1.0, 0.5], [-0.5, 2.0], [0.3, -1.0]])
+  W = jnp.array([[0.5, -1.0, 2.0, 0.0, 1.0, -0.5, 0.3], [1.0, 0.2, -0.3, 0.7, 0.0, 1.5, -2.0]])
+  b = jnp.array(_INF_BIASES[bias], jnp.float32)
+  ids = jnp.array([5, 1, 0])  # at a +inf logit in some cases, below it in others
+  probs = jnp.array([[0.0, 0.5, 0.0, 0.0, 0.0, 0.5, 0.0],  # mass on the two +inf of "twice"
+                     [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+                     [0.2, 0.0, 0.3, 0.0, 0.5, 0.0, 0.0]])
+  weights = jnp.array([1.0, 2.0, 0.5, 0.0, 1.0, 1.5, 1.0])
+  ct = jnp.array([1.0, 0.5, 2.0])
+  cases = [(ids, {}), (ids, dict(label_smoothing=0.1)), (ids, dict(class_weights=weights)),
+           (probs, {}), (probs, dict(label_smoothing=0.2, class_weights=weights))]
+  for labels, kw in cases:
+    got = _value_and_grads(functools.partial(
+        linear_cross_entropy, labels=labels, chunk_size=chunk_size, reduction="none", **kw),
+        x, W, b, ct=ct)
+    want = _value_and_grads(functools.partial(_dense, labels=labels, reduction="none", **kw),
+                            x, W, b, ct=ct)
+    losses = linear_cross_entropy(x, W, b, labels, chunk_size=chunk_size, reduction="none", **kw)
+    np.testing.assert_array_equal(
+        losses, _dense(x, W, b, labels, reduction="none", **kw), err_msg=str(kw))
+    for leaf in jax.tree.leaves(want):  # the limits are not NaN, so NaN cannot pass as equal
+      assert not np.any(np.isnan(leaf)), (bias, kw)
+    _assert_close(got, want, rtol=1e-6, atol=1e-6)
+  # Spot checks by hand: a label at the +inf logit costs log(#+inf logits) and gets −1 + 1/#;
+  # a label below it costs +inf; in a row of −inf every label costs +inf and gets −1.
+  loss = linear_cross_entropy(x, W, b, ids, chunk_size=chunk_size, reduction="none")
+  db = jax.grad(lambda b: linear_cross_entropy(x[:1], W, b, ids[:1], chunk_size=chunk_size,
+                                               reduction="sum"))(b)
+  if bias == "plus-inf-twice":
+    np.testing.assert_allclose(loss, [np.log(2), np.log(2), np.inf], rtol=1e-6)
+    np.testing.assert_allclose(db, [0, 0.5, 0, 0, 0, -0.5, 0], atol=1e-7)
+  elif bias == "all-minus-inf":
+    np.testing.assert_array_equal(loss, [np.inf] * 3)
+    np.testing.assert_array_equal(db, [0, 0, 0, 0, 0, -1, 0])
+
+
+def test_masked_rows_reach_no_gradient_even_when_not_finite():
+  """A masked-out example whose features hold NaN or inf: the loss and every gradient are those
+  of the kept rows (the dense form's ``dW`` is NaN there: ``xᵀG`` multiplies the NaN by 0). It
+  made ``dx``'s row, ``dW`` and ``db`` NaN (review of session 9)."""
+  x, W, b, labels, _, mask = _problem()
+  bad = x.at[1].set(jnp.nan).at[5, 2].set(jnp.inf)
+  assert not mask[1] and not mask[5]
+  got = _value_and_grads(functools.partial(
+      linear_cross_entropy, labels=labels, chunk_size=8, where=mask), bad, W, b)
+  clean = jnp.where(mask[:, None], x, 0.0)
+  want = _value_and_grads(functools.partial(_dense, labels=labels, where=mask, reduction="mean"),
+                          clean, W, b)
+  _assert_close(got, want)
+  assert np.all(np.asarray(got[1][0])[~np.asarray(mask)] == 0)
