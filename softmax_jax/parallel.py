@@ -58,6 +58,8 @@ from softmax_jax import _validation as v
 from softmax_jax import train
 from softmax_jax._precision import dot
 from softmax_jax.calibration import bin_sums
+from softmax_jax.losses import _exp_shifted
+from softmax_jax.losses import _half_shifted
 from softmax_jax.losses import reduce_losses
 from softmax_jax.model import Params
 from softmax_jax.softmax import log_softmax
@@ -542,11 +544,14 @@ class ShardStats(NamedTuple):
   Attributes:
     max: ``m_S = max_{j∈S} o_j``, a constant of the computation (``stop_gradient``); ``-inf``
       if ``S`` is empty.
-    sumexp: ``Σ_{j∈S} exp(o_j − m_S)``, in ``[1, |S|]`` (0 if ``S`` is empty); differentiable.
+    sumexp: ``Σ_{j∈S} exp(o_j − m_S)``, in ``[1, |S|]`` (0 if ``S`` is empty or its logits are
+      all −inf); differentiable. Where ``m_S = +inf`` it is the limit from finite logits, the
+      number of +inf logits (``losses._exp_shifted``), with the derivative ``exp(o_j − m_S)``.
     label_logit: ``o_y`` if the label ``y`` is in ``S``, else 0.
     label_count: 1 if ``y`` is in ``S``, else 0 (summed over shards: 1 for a valid label).
     logit_sum: ``Σ_{j∈S} a·(o_j − m̃_S)`` for the requested scale ``a`` (label smoothing asks
-      for ``ε/q``), with ``m̃_S`` the max, or 0 where it is ``−inf``; ``None`` when not asked
+      for ``ε/q``), with ``m̃_S`` the max, or 0 where it is ``−inf``; where ``m_S = +inf``, 0 for
+      the +inf logits and −inf for the others (``losses._half_shifted``); ``None`` when not asked
       for. Shifted by the max, so that it does not cancel against ``ε·M`` in the loss (an
       unshifted ``Σ a·o_j`` lost 1% of the loss at logits near 1e6 in float32). Summed in halves
       and doubled, so that logits spanning beyond the float range give a finite sum wherever
@@ -568,11 +573,34 @@ def _shift(m):
   return jnp.where(jnp.isfinite(m), m, 0)
 
 
-def _reshifted(stats: ShardStats, new_shift: jax.Array) -> jax.Array:
-  """``stats.logit_sum`` shifted by ``new_shift`` instead of its own max: ``+ mass·(m̃ − new)``,
-  in halves."""
-  step = 0.5 * _shift(stats.max) - 0.5 * new_shift
-  return stats.logit_sum + 2 * (stats.logit_mass * step)
+def _reshifted(stats: ShardStats, new_max: jax.Array) -> jax.Array:
+  """``stats.logit_sum`` shifted by the max ``new_max >= stats.max`` instead of its own:
+  ``+ mass·(m̃ − m̃_new)``, in halves. Unchanged where the max is the same (also at ±inf) or
+  there is no mass; −inf where ``new_max = +inf`` and the shard's max is below it (its logits
+  are infinitely below the max)."""
+  step = jnp.where(new_max == jnp.inf, -jnp.inf, 0.5 * _shift(stats.max) - 0.5 * _shift(new_max))
+  same = (stats.max == new_max) | (stats.logit_mass == 0)
+  return stats.logit_sum + jnp.where(same, 0, 2 * (stats.logit_mass * step))
+
+
+def _rescale(m, new_max):
+  """``exp(m − new_max)``, the factor that moves a sum shifted by ``m`` to ``new_max >= m``: 1
+  where they are equal (also at ±inf, where the difference is NaN), NaN if either is."""
+  return jnp.where(m == new_max, 1, jnp.exp(m - new_max))
+
+
+@jax.custom_jvp
+def _label_gap(top, o_y):
+  """``top/2 − o_y/2`` (``top`` the row's max, 0 for a row of −inf),
+  0 where the label holds a +inf max (inf − inf), with the tangent ``(dtop − do_y)/2``
+  everywhere: the limit from finite logits (the ``−1`` of ``softmax − onehot`` at the label)."""
+  return jnp.where(o_y == top, 0, 0.5 * top - 0.5 * o_y)
+
+
+@_label_gap.defjvp
+def _label_gap_jvp(primals, tangents):
+  dtop, do_y = tangents
+  return _label_gap(*primals), 0.5 * dtop - 0.5 * do_y
 
 
 def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels_N: jax.Array,
@@ -595,12 +623,14 @@ def dense_shard_stats(x_NxD: jax.Array, W_DxC: jax.Array, b_C: jax.Array, labels
     o_NxC = jnp.where(valid_NxC, o_NxC, -jnp.inf)
   m_N = jax.lax.stop_gradient(jnp.max(o_NxC, -1))
   shift_N = _shift(m_N)  # an empty shard: exp(−inf − 0) = 0
-  sumexp_N = jnp.sum(jnp.exp(o_NxC - shift_N[:, None]), -1)
+  # exp(o − m), with the dense loss's limits where m = +inf (1 at the +inf logits, else 0).
+  sumexp_N = jnp.sum(_exp_shifted(o_NxC, m_N), -1)
   inside = (labels_N >= 0) & (labels_N < o_NxC.shape[-1])
   picked = jnp.take_along_axis(o_NxC, jnp.where(inside, labels_N, 0)[:, None], -1)[:, 0]
   logit_sum = logit_mass = None
   if logit_sum_scale is not None:
-    ao_NxC = logit_sum_scale * (0.5 * o_NxC - 0.5 * shift_N[:, None])
+    plus_inf_N = m_N == jnp.inf
+    ao_NxC = logit_sum_scale * _half_shifted(o_NxC, shift_N[:, None], plus_inf_N[:, None])
     count = o_NxC.shape[-1] if valid_C is None else jnp.sum(valid_C)
     if valid_NxC is not None:
       ao_NxC = jnp.where(valid_NxC, ao_NxC, 0)
@@ -616,11 +646,10 @@ def combine_stats(a: ShardStats, b: ShardStats) -> ShardStats:
   .. math:: m = \max(m_a, m_b), \quad s = s_a e^{m_a - m} + s_b e^{m_b - m}
   """
   m = jnp.maximum(a.max, b.max)
-  safe = _shift(m)
-  s = a.sumexp * jnp.exp(a.max - safe) + b.sumexp * jnp.exp(b.max - safe)
+  s = a.sumexp * _rescale(a.max, m) + b.sumexp * _rescale(b.max, m)
   total = mass = None
   if a.logit_sum is not None:
-    total = _reshifted(a, safe) + _reshifted(b, safe)
+    total = _reshifted(a, m) + _reshifted(b, m)
     mass = a.logit_mass + b.logit_mass
   return ShardStats(m, s, a.label_logit + b.label_logit, a.label_count + b.label_count, total,
                     mass)
@@ -698,8 +727,7 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
     #   Σ_s s_s·e^{m_s − M},  Σ_s o_y·[y∈s],  Σ_s [y∈s]  (and Σ_s Σ_{j∈s} (ε/q)·o_j with
     #   smoothing).
     top = jax.lax.pmax(jax.lax.stop_gradient(stats.max), class_axis)
-    top = jnp.where(jnp.isfinite(top), top, 0)
-    rows = [stats.sumexp * jnp.exp(stats.max - top), stats.label_logit, stats.label_count]
+    rows = [stats.sumexp * _rescale(stats.max, top), stats.label_logit, stats.label_count]
     if need_sum:
       rows.append(_reshifted(stats, top))  # Σ_{j∈s} (ε/q)·(o_j − M)
     total = jax.lax.psum(jnp.stack(rows), class_axis)
@@ -709,9 +737,13 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
     # keeps its relative precision (the unshifted ε·M − Σ (ε/q)·o_j cancelled). M − o_y in
     # halves, doubled: it overflows when the logits span more than the float range, where the
     # loss may not (halving is exact, so the rounding is the same).
-    loss = jnp.log(total[0])
+    # Limits as in softmax_jax.cross_entropy: a row of −inf logits has Σ = 0, taken as 1 (its
+    # softmax is 0 and its loss +inf); in a row whose max is +inf, Σ counts the +inf logits and
+    # M − o_y is 0 at them (_label_gap).
+    loss = jnp.log(jnp.where(total[0] == 0, 1, total[0]))
     if eps < 1:  # ε = 1 gives the label no weight, even at a −inf logit (not 0·inf = NaN)
-      loss = loss + 2 * ((1 - eps) * (0.5 * top - 0.5 * total[1]))
+      top = jnp.where(top == -jnp.inf, 0, top)
+      loss = loss + 2 * ((1 - eps) * _label_gap(top, total[1]))
     if need_sum:
       loss = loss - total[3]
     # A label in no shard (out of [0, q)) is NaN, as in softmax_jax.cross_entropy under jit.
@@ -748,7 +780,10 @@ def class_parallel_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike, label
   ``[s_s e^{m_s − M}, o_y·[y∈S_s], [y∈S_s]]`` (plus ``Σ_{j∈S_s} (ε/q)(o_j − M)`` when
   ``ε > 0``, summed shifted by the shard's max and re-shifted to ``M``, so that it does not
   cancel). Every
-  exponent is ``<= 0``, so nothing overflows; logits are assumed finite.
+  exponent is ``<= 0``, so nothing overflows. Infinite logits take
+  :func:`softmax_jax.cross_entropy`'s limits: a row whose max is +inf has its softmax uniform
+  over the +inf logits, and a row of −inf logits a softmax of 0 and a loss of +inf (a custom
+  ``shard_stats`` follows :class:`ShardStats` there).
 
   Gradient: plain autodiff through ``shard_map`` (no custom rule), chosen so that any
   differentiable ``shard_stats`` plugs in. The maxima are constants (``stop_gradient``; the loss

@@ -63,6 +63,28 @@ def cp_nan_problem(q, where):
   return x, W, b, y
 
 
+# Infinite logits in the class-parallel loss (7 classes over 4 shards: 2 per shard, 1 padding
+# column): a +inf in a late shard, in two shards (with a −inf), in the first one beside ±3e38,
+# and a row of −inf only. The loss and gradients must be the dense loss's limits, not NaN.
+CP_INF_BIASES = {
+    "plus-inf-late": [0.0, 1.0, -1.0, 0.5, 2.0, np.inf, 0.0],
+    "plus-inf-twice": [0.0, np.inf, -1.0, -np.inf, 2.0, np.inf, 0.0],
+    "plus-inf-first": [np.inf, 1.0, -1.0, 0.5, 2.0, 3e38, -3e38],
+    "all-minus-inf": [-np.inf] * 7,
+}
+CP_INF_CASES = [f"{bias}-{stats}-{eps}" for bias in CP_INF_BIASES
+                for stats in ("dense", "chunked") for eps in (0.0, 0.1)]
+
+
+def cp_inf_problem(bias):
+  """x (3, 2), W (2, 7), b (one of CP_INF_BIASES), labels and per-example cotangents."""
+  x = np.array([[1.0, 0.5], [-0.5, 2.0], [0.3, -1.0]], np.float32)
+  W = np.array([[0.5, -1.0, 2.0, 0.0, 1.0, -0.5, 0.3], [1.0, 0.2, -0.3, 0.7, 0.0, 1.5, -2.0]],
+               np.float32)
+  y = np.array([5, 1, 0], np.int32)  # at a +inf logit in some cases, below it in others
+  return x, W, np.array(CP_INF_BIASES[bias], np.float32), y, np.array([1.0, 0.5, 2.0], np.float32)
+
+
 def dataset():
   from softmax_jax.data import Dataset
 
@@ -183,6 +205,17 @@ def run_devices():
     out["cp_nan"][case] = {"none": _list(none), "mean": float(mean), "dx": _list(dx),
                            "dW_nan": float(np.isnan(dW).mean()),
                            "db_nan": float(np.isnan(db).mean())}
+
+  out["cp_inf"] = {}
+  for case in CP_INF_CASES:
+    bias, stats, eps = case.rsplit("-", 2)
+    x, W, b, y, ct = cp_inf_problem(bias)
+    stats = parallel.dense_shard_stats if stats == "dense" else parallel.chunked_shard_stats(1)
+    loss = functools.partial(parallel.class_parallel_cross_entropy, labels=y, mesh=cmesh,
+                             shard_stats=stats, label_smoothing=float(eps), reduction="none")
+    none, grads = jax.jit(lambda x, W, b, loss=loss, ct=ct: (
+        loss(x, W, b), jax.grad(lambda *a: jnp.sum(ct * loss(*a)), (0, 1, 2))(x, W, b)))(x, W, b)
+    out["cp_inf"][case] = {"none": _list(none), "grads": [_list(g) for g in grads]}
 
   args = (cp["x"], cp["W"], cp["b"])
   out["cp_forward_collectives"] = _collectives(jax.jit(plain).lower(*args).as_text())

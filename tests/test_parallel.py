@@ -514,6 +514,32 @@ def test_class_parallel_a_nan_logit_makes_its_loss_and_gradients_nan(devices, ca
   assert got["dW_nan"] == got["db_nan"] == np.isnan(want_dW).mean() == np.isnan(want_db).mean() == 1
 
 
+@pytest.mark.parametrize("case", worker.CP_INF_CASES)
+def test_class_parallel_infinite_logits_equal_the_dense_limits(devices, case):
+  """Rows whose max is +inf and rows of −inf, over 4 class shards: the dense loss's limits
+  (softmax uniform over the +inf logits, 0 in a row of −inf; a loss of +inf where the target has
+  mass below a +inf max). They were NaN ("logits are assumed finite")."""
+  bias, _, eps = case.rsplit("-", 2)
+  x, W, b, y, ct = (jnp.asarray(a) for a in worker.cp_inf_problem(bias))
+
+  def dense(x, W, b):
+    return sj.cross_entropy(x @ W + b[None, :], y, label_smoothing=float(eps), reduction="none")
+
+  want_none = np.asarray(dense(x, W, b))
+  want_grads = jax.grad(lambda *a: jnp.sum(ct * dense(*a)), (0, 1, 2))(x, W, b)
+  for leaf in (want_none, *want_grads):  # the limits are not NaN: NaN cannot pass as equal
+    assert not np.any(np.isnan(leaf))
+  got = devices["cp_inf"][case]
+  np.testing.assert_allclose(got["none"], want_none, rtol=1e-6)
+  for name, g, w in zip("xWb", got["grads"], want_grads, strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=f"d loss / d {name}")
+  if bias == "plus-inf-twice" and eps == "0.0":  # by hand: a label at one of two +inf logits
+    # costs log 2 (with smoothing, mass on the finite logits makes it +inf)
+    np.testing.assert_allclose(got["none"][:2], [np.log(2)] * 2, rtol=1e-6)
+  if bias == "all-minus-inf":
+    assert got["none"] == [np.inf] * 3
+
+
 def test_class_parallel_forward_is_one_pmax_and_one_packed_psum(devices):
   # Forward: the pmax of the shard log-sum-exps and the psum of the stacked O(n) terms. Reverse
   # adds one psum, of ∂x over the class shards; ∂W and ∂b stay on their shards.
