@@ -245,11 +245,13 @@ def _limits(o_C: jax.Array) -> tuple[jax.Array, jax.Array]:
 
   ``+inf`` logits are the limit ``o_i → ∞`` together, so the ``+inf`` classes share the mass (by
   symmetry) and the rest get none, as in softmax.py. A ``-inf`` class has no mass; its logit is
-  replaced by a safe 0 so that no NaN reaches the gradient through a discarded branch.
+  replaced by a safe 0 so that no NaN reaches the gradient through a discarded branch. A NaN
+  logit stays live, so that its row's values and gradients are NaN (as in softmax.py); as a dead
+  class it gave a finite row, as if the class were absent.
   """
   m = jax.lax.stop_gradient(jnp.max(o_C))
   o_C = jnp.where(m == jnp.inf, jnp.where(o_C == jnp.inf, 0.0, -jnp.inf), o_C)
-  live_C = o_C > -jnp.inf
+  live_C = o_C != -jnp.inf
   return jnp.where(live_C, o_C, 0), live_C
 
 
@@ -350,8 +352,9 @@ def multinomial_probit_log_probs(logits: ArrayLike, axis: int = -1, *, num_nodes
 
   Limits, never NaN for non-NaN input: a ``-inf`` logit has log-probability ``-inf``; ``+inf``
   logits share the mass equally (the others get ``-inf``), as in :func:`softmax_jax.softmax`; a
-  row of only ``-inf`` is ``-inf`` throughout. Differences beyond the float range (``±3e38``
-  logits) give ``-inf`` for the losing classes, which is their exact value rounded.
+  row of only ``-inf`` is ``-inf`` throughout; a NaN logit makes its row NaN, values and gradients.
+  Differences beyond the float range (``±3e38`` logits) give ``-inf`` for the losing classes,
+  which is their exact value rounded.
 
   Cost: ``O(q² · num_nodes)`` per example (plus a few Newton steps at ``O(q²)``), against the
   softmax's ``O(q)``.

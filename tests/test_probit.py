@@ -343,6 +343,30 @@ def test_multinomial_extremes_no_nan():
     assert jnp.all(loss >= -1e-6)
 
 
+def test_multinomial_a_nan_logit_makes_its_row_nan():
+  """Values and gradients of a row holding a NaN are NaN, as in softmax_jax.log_softmax and the
+  Monte-Carlo reference; the other rows are untouched. A NaN logit was a dead class (a finite
+  row, as if the class were absent: [-1.43, -inf, -0.27] for [0, NaN, 1])."""
+  logits = jnp.array([[0.0, jnp.nan, 1.0], [jnp.inf, jnp.nan, 0.0], [0.0, -jnp.inf, 1.0]])
+  want_last = probit.multinomial_probit_log_probs(logits[2])
+  for normalize in (True, False):
+    log_p = probit.multinomial_probit_log_probs(logits, normalize=normalize)
+    assert np.all(np.isnan(log_p[:2]))
+    np.testing.assert_allclose(log_p[2], want_last, rtol=1e-6)
+  labels = jnp.array([0, 0, 2])
+  for normalize in (True, False):
+    loss = probit.multinomial_probit_loss(logits, labels, normalize=normalize)
+    grad = jax.grad(lambda o, n=normalize: probit.multinomial_probit_loss(
+        o, labels, normalize=n, reduction="sum"))(logits)
+    assert np.all(np.isnan(loss[:2])) and np.isfinite(loss[2])
+    assert np.all(np.isnan(grad[:2])) and np.all(np.isfinite(grad[2]))
+  # Masked, the row contributes nothing (the mask is applied to the loss, not the logits).
+  masked = probit.multinomial_probit_loss(logits, labels, where=jnp.array([False, False, True]),
+                                          reduction="sum")
+  np.testing.assert_allclose(masked, probit.multinomial_probit_loss(logits[2:], labels[2:],
+                                                                    reduction="sum"), rtol=1e-6)
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: probit.multinomial_probit_log_probs(jnp.zeros(3), num_nodes=0), ValueError,
      r"num_nodes must be an int in \[1, 100\]; got 0"),
