@@ -269,7 +269,10 @@ def _mnp_class(o_C: jax.Array, live_C: jax.Array, k: jax.Array, nodes_N: jax.Arr
   # A class far below another (a_j → −∞) moves the mode to about −a_j/2: clipping that side
   # (at −1e6, as both once were) centred the nodes where the integrand is negligible, and the
   # loss at a gap of 1e7 came out 4.5e13 for 2.5e13. Only an overflowed difference is capped.
-  a_c = jnp.clip(jax.lax.stop_gradient(a_C), -0.25 * jnp.finfo(o_C.dtype).max, _CENTRE_CLIP)
+  # The bound as a Python float (weakly typed): with NumPy 1.x, -0.25 · finfo(float32).max is a
+  # float64 scalar, which made a_c, and the loop's carry, float64 under x64.
+  a_c = jnp.clip(jax.lax.stop_gradient(a_C), -0.25 * float(jnp.finfo(o_C.dtype).max),
+                 _CENTRE_CLIP)
 
   def derivatives(z):  # h' and h'', with the centring's cheap λ
     lam, minus_lam_slope = _mills_approx(z + a_c)
