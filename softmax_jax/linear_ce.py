@@ -49,10 +49,10 @@ Numerics: float16/bfloat16 inputs are computed in float32 (``x`` and each block 
 upcast; the loss is float32), and the gradients are returned in the dtype of each input. Large
 logits (±1e4) are exact: every ``exp`` is of a shifted, non-positive argument. Infinite logits
 take the dense loss's limits: a row whose max is +inf has its softmax uniform over the +inf
-logits (a branch of its own, taken only when some row's max is +inf), a row of −inf logits has
-a softmax of 0 and a loss of +inf, and the loss is +inf where the target has mass on a logit
-infinitely below the max. A masked-out row of ``x`` is read as zeros, so that a NaN or inf there
-reaches no gradient.
+logits, a row of −inf logits has a softmax of 0 and a loss of +inf, and the loss is +inf where
+the target has mass on a logit infinitely below the max. A masked-out row contributes exactly 0
+to every gradient, even where its features, logits or target are not finite (its row of ``x`` is
+read as zeros, and its rows of ``G`` and ``dx`` are set to 0).
 
 References:
   Wijmans et al., Cut Your Losses in Large-Vocabulary Language Models, 2024 (Cut Cross-Entropy);
@@ -185,25 +185,20 @@ def _shifted_sum(v_NxK, o_NxK, m_N):
 
 
 def _exp_shifted(o_NxK, m_N, log_s_N=None):
-  """``exp(o − m)`` per row of a block (``exp((o − m) − log s)`` with ``log_s_N``), ``m``
-  through `_safe`, with the dense loss's limits (`losses._exp_shifted`): in a row whose max is
-  +inf, 1 at the +inf logits and 0 elsewhere (``exp(inf − inf)`` was NaN). The +inf rows take a
-  branch of their own, ``exp(min(a·o, big) − min(m, big))`` with ``a = ½`` there (so that a
-  finite logit, even the float maximum, gives ``exp(≤ −big/2) = 0``), so that finite logits pay
-  nothing for it; a NaN logit stays NaN in both.
+  """``exp(o − m)`` per row of a block (``exp((o − m) − log s)`` with ``log_s_N``), with the
+  dense loss's limits (`losses._exp_shifted`): ``exp(min(a·o, big) − clip(m))`` with ``a = ½``
+  where ``m = +inf`` and 1 elsewhere. For a finite ``m`` that is exactly ``o − m``; a row of −inf
+  (``m`` clipped to −big) stays −inf; in a row whose max is +inf, the +inf logits give
+  ``exp(0) = 1`` and every finite one, even the float maximum, ``exp(≤ −big/2) = 0``
+  (``exp(inf − inf)`` was NaN). A NaN logit stays NaN. (A ``lax.cond`` that kept the finite rows
+  on plain ``exp(o − m)`` measured the same without ``vmap``, and 16% slower under it, where both
+  branches run.)
   """
-  def finite():
-    z_NxK = o_NxK - _safe(m_N)[:, None]
-    return jnp.exp(z_NxK if log_s_N is None else z_NxK - log_s_N[:, None])
-
-  def plus_inf():
-    big = jnp.finfo(o_NxK.dtype).max
-    a_N = jnp.where(m_N == jnp.inf, 0.5, 1.0).astype(o_NxK.dtype)
-    scaled_NxK = o_NxK * a_N[:, None]
-    z_NxK = jnp.where(scaled_NxK > big, big, scaled_NxK) - jnp.clip(m_N, -big, big)[:, None]
-    return jnp.exp(z_NxK if log_s_N is None else z_NxK - log_s_N[:, None])
-
-  return lax.cond(jnp.any(m_N == jnp.inf), plus_inf, finite)
+  big = jnp.finfo(o_NxK.dtype).max
+  a_N = jnp.where(m_N == jnp.inf, 0.5, 1.0).astype(o_NxK.dtype)
+  scaled_NxK = o_NxK * a_N[:, None]
+  z_NxK = jnp.where(scaled_NxK > big, big, scaled_NxK) - jnp.clip(m_N, -big, big)[:, None]
+  return jnp.exp(z_NxK if log_s_N is None else z_NxK - log_s_N[:, None])
 
 
 def _forward(cfg, x, W, b, labels, w, mask):
@@ -296,8 +291,9 @@ def _log_sum(s_N):
 
 
 def _masked_rows_zeroed(x_NxD, mask):
-  """``x`` with the masked-out rows set to 0: they contribute nothing, and a NaN or inf in them
-  reaches neither the loss nor any gradient (``0·NaN`` made ``dW`` and ``db`` NaN)."""
+  """An ``(n, ·)`` array (``x``, ``dx``) with the masked-out rows set to 0: a NaN or inf in a
+  masked row of ``x`` reaches neither the loss nor any gradient (``0·NaN`` made ``dW`` and ``db``
+  NaN)."""
   return x_NxD if mask is None else jnp.where(mask[:, None], x_NxD, 0)
 
 
@@ -350,9 +346,14 @@ def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
     if valid_K is not None:
       p_NxK = jnp.where(valid_K[None, :], p_NxK, 0)
     g_NxK = p_NxK * cs_N[:, None] - v_NxK * c_N[:, None]
+    if mask is not None:  # exactly 0, even where a masked row's logits or target are not finite
+      g_NxK = jnp.where(mask[:, None], g_NxK, 0)
+    # The columns the last block shares with the one before have G = 0; their weights are
+    # zeroed too, so that an infinite weight there adds 0, not 0·inf = NaN, to dx.
+    Wdx_DxK = W_DxK if valid_K is None else jnp.where(valid_K[None, :], W_DxK, 0)
 
     def update(dx_NxD):
-      dx_NxD = dx_NxD + dot(g_NxK, W_DxK.T)
+      dx_NxD = dx_NxD + dot(g_NxK, Wdx_DxK.T)
       return dx_NxD, dot(xT_DxN, g_NxK)
 
     if not cfg.filtered:
@@ -372,6 +373,8 @@ def _backward(cfg, x, W, b, labels, w, mask, tau, lse_N, sv_N, ct_N):
   init = (jnp.zeros(x.shape, cdtype), jnp.zeros(W.shape, W.dtype),
           None if b is None else jnp.zeros(b.shape, b.dtype))
   dx_NxD, dW_DxQ, db_Q = lax.fori_loop(0, _num_blocks(cfg), body, init)
+  # A masked row's dx is 0 (G·Wᵀ with G = 0 is NaN where W holds an inf).
+  dx_NxD = _masked_rows_zeroed(dx_NxD, mask)
   return dx_NxD.astype(x.dtype), dW_DxQ, db_Q
 
 

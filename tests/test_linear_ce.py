@@ -561,3 +561,45 @@ def test_masked_rows_reach_no_gradient_even_when_not_finite():
                           clean, W, b)
   _assert_close(got, want)
   assert np.all(np.asarray(got[1][0])[~np.asarray(mask)] == 0)
+
+
+def test_masked_rows_with_non_finite_weights_biases_or_targets():
+  """A masked-out row adds exactly 0 to every gradient, and its own dx is 0, whatever is not
+  finite around it (review): an infinite weight (the zeroed row's logits are 0·inf = NaN; dW and
+  db were all NaN), a NaN bias (the row's dx was NaN), a NaN target row."""
+  x = jnp.array([[1.0, 0.5], [0.5, 2.0], [0.3, -1.0]])
+  W = jnp.array([[0.5, -1.0, 2.0, 0.0, 1.0, -jnp.inf, 0.3], [1.0, 0.2, -0.3, 0.7, 0.0, 1.5, -2.0]])
+  b = jnp.zeros(7)
+  ids, mask = jnp.array([4, 1, 0]), jnp.array([True, False, True])
+  probs = jnp.array([[0.0, 0.5, 0.0, 0.0, 0.0, 0.5, 0.0], [np.nan] * 7,
+                     [0.2, 0.0, 0.3, 0.0, 0.5, 0.0, 0.0]])
+  finite_W = W.at[0, 5].set(-0.5)
+  cases = [(W, b, ids), (finite_W, b.at[1].set(jnp.nan), ids), (finite_W, b, probs)]
+  for W_, b_, labels in cases:
+    for chunk_size in (3, 7):
+      got = _value_and_grads(functools.partial(
+          linear_cross_entropy, labels=labels, chunk_size=chunk_size, where=mask), x, W_, b_)
+      want = _value_and_grads(functools.partial(_dense, labels=labels, where=mask,
+                                                reduction="mean"), x, W_, b_)
+      (_, (got_dx, got_dW, got_db)), (_, (want_dx, want_dW, want_db)) = got, want
+      np.testing.assert_array_equal(got_dx[1], [0.0, 0.0])  # dense: NaN in some of these cases
+      _assert_close((got[0], got_dx[::2], got_dW, got_db), (want[0], want_dx[::2], want_dW,
+                                                             want_db))
+      if not np.isnan(float(b_[1])):
+        assert np.all(np.isfinite(got_dW)) and np.all(np.isfinite(got_db))
+
+
+@pytest.mark.parametrize("chunk_size", [3, 6])
+def test_infinite_weight_in_the_columns_the_last_block_shares(chunk_size):
+  """q = 7 in blocks of 3 or 6 (column 5 is shared either way): the last block re-reads columns of the one before, where G is set
+  to 0. With an infinite weight there, 0·inf made dx NaN where the dense form gives ±inf (review);
+  those weights are zeroed for dx."""
+  x = jnp.array([[1.0, 0.5], [0.5, 2.0], [0.3, -1.0]])
+  W = jnp.array([[0.5, -1.0, 2.0, 0.0, 1.0, -jnp.inf, 0.3], [1.0, 0.2, -0.3, 0.7, 0.0, 1.5, -2.0]])
+  b = jnp.zeros(7)
+  probs = jnp.array([[0.0, 0.5, 0.0, 0.0, 0.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                     [0.2, 0.0, 0.3, 0.0, 0.5, 0.0, 0.0]])
+  got = jax.grad(lambda x: linear_cross_entropy(x, W, b, probs, chunk_size=chunk_size))(x)
+  want = jax.grad(lambda x: _dense(x, W, b, probs, reduction="mean"))(x)
+  assert np.isinf(want[0, 0])  # the mass on column 5 meets its −inf weight
+  np.testing.assert_allclose(got, want, rtol=1e-6)  # the same infinities, NaNs and values
