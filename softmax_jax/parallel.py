@@ -710,7 +710,14 @@ def _class_parallel_ce(x, W, b, labels, mask, *, mesh, class_axis, batch_axis, e
   class_pad = per_shard * shards - num_classes
   row_pad = 0 if batch_axis is None else -n % mesh.shape[batch_axis]
   cdtype = v.compute_dtype(jnp.result_type(x, W, b))
-  x = jnp.pad(x.astype(cdtype), ((0, row_pad), (0, 0)))
+  x = x.astype(cdtype)
+  if mask is not None:
+    # Masked rows are read as zeros: a NaN or inf there would meet the 0 cotangent of their loss
+    # (0·NaN) and make dW and db NaN (review). With an infinite weight the zeroed row's logits
+    # are still 0·inf = NaN, and so are dW and db: a known limit (linear_cross_entropy, whose
+    # gradient rule is its own, sets such rows of G to 0).
+    x = jnp.where(mask[:, None], x, 0)
+  x = jnp.pad(x, ((0, row_pad), (0, 0)))
   W = jnp.pad(W.astype(cdtype), ((0, 0), (0, class_pad)))
   b = jnp.pad(b.astype(cdtype), (0, class_pad))
   labels = jnp.pad(v.widen_ids(labels), (0, row_pad))
@@ -806,7 +813,9 @@ def class_parallel_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike, label
     batch_axis: optionally a second mesh axis the examples are split over (data × class
       parallelism on a 2-D mesh); ``None`` replicates ``x`` over the mesh.
     label_smoothing: ``ε`` in ``[0, 1]``.
-    where: optional ``(n,)`` boolean mask; False examples count for nothing.
+    where: optional ``(n,)`` boolean mask; False examples count for nothing (their features are
+      read as zeros, so a NaN there reaches no gradient; an infinite weight still makes their
+      ``0·inf`` logits NaN, and with them ``∂W`` and ``∂b``).
     reduction: ``"none"``, ``"mean"`` (over the kept examples; 0 if none) or ``"sum"``.
     shard_stats: computes one shard's :class:`ShardStats` as
       ``shard_stats(x_NxD, W_DxC, b_C, labels_N, valid_C, *, logit_sum_scale)``:

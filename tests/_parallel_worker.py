@@ -217,6 +217,18 @@ def run_devices():
         loss(x, W, b), jax.grad(lambda *a: jnp.sum(ct * loss(*a)), (0, 1, 2))(x, W, b)))(x, W, b)
     out["cp_inf"][case] = {"none": _list(none), "grads": [_list(g) for g in grads]}
 
+  # A masked row of x holding NaN and inf: it must reach no gradient (dW and db were all NaN).
+  x_bad = cp["x"].copy()
+  masked = np.flatnonzero(~cp["mask"])
+  x_bad[masked[0]] = np.nan
+  x_bad[masked[-1], 0] = np.inf
+  masked_loss = functools.partial(
+      parallel.class_parallel_cross_entropy, labels=cp["y"], mesh=cmesh, label_smoothing=0.1,
+      where=cp["mask"], shard_stats=parallel.chunked_shard_stats(2))
+  value, grads = jax.jit(jax.value_and_grad(masked_loss, argnums=(0, 1, 2)))(
+      x_bad, cp["W"], cp["b"])
+  out["cp_masked_nan"] = {"loss": float(value), "grads": [_list(g) for g in grads]}
+
   args = (cp["x"], cp["W"], cp["b"])
   out["cp_forward_collectives"] = _collectives(jax.jit(plain).lower(*args).as_text())
   out["cp_grad_collectives"] = _collectives(

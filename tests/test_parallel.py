@@ -540,6 +540,27 @@ def test_class_parallel_infinite_logits_equal_the_dense_limits(devices, case):
     assert got["none"] == [np.inf] * 3
 
 
+def test_class_parallel_masked_rows_with_nan_features_reach_no_gradient(devices):
+  """Masked rows of x holding NaN and inf: the loss and gradients are those of the kept rows, and
+  the masked rows' dx is 0 (review: dW, db and those rows' dx were NaN; the dense form's dW is
+  NaN too, its xᵀG multiplying the NaN by 0)."""
+  cp = worker.problem()[-1]
+  mask = jnp.asarray(cp["mask"])
+  args = tuple(jnp.asarray(cp[k]) for k in ("x", "W", "b"))
+
+  def dense(x, W, b):  # the worker used chunked_shard_stats(2) and ε = 0.1
+    return sj.cross_entropy(x @ W + b[None, :], cp["y"], where=mask, label_smoothing=0.1,
+                            reduction="mean")
+
+  clean = (jnp.where(mask[:, None], args[0], 0.0), *args[1:])
+  got = devices["cp_masked_nan"]
+  np.testing.assert_allclose(got["loss"], dense(*clean), rtol=1e-6)
+  for name, g, w in zip("xWb", got["grads"], jax.grad(dense, (0, 1, 2))(*clean), strict=True):
+    assert np.all(np.isfinite(g)), name
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7, err_msg=f"d loss / d {name}")
+  assert np.all(np.asarray(got["grads"][0])[~np.asarray(cp["mask"])] == 0)
+
+
 def test_class_parallel_forward_is_one_pmax_and_one_packed_psum(devices):
   # Forward: the pmax of the shard log-sum-exps and the psum of the stacked O(n) terms. Reverse
   # adds one psum, of ∂x over the class shards; ∂W and ∂b stay on their shards.
