@@ -354,10 +354,17 @@ def _exp_shifted(o_NC, m_N):
   and a loss of +inf. With the select it stays NaN, and so do ``Σ exp`` and the row's loss and
   gradient. The cost measured the same.
   """
+  return _exp_shifted_value(o_NC, m_N)
+
+
+def _exp_shifted_value(o_NC, m_N, log_s_N=None):
+  """`_exp_shifted`'s value, not differentiated (``linear_ce`` has rules of its own); with
+  ``log_s_N``, ``exp(z − log s)``: the softmax from a row's max and ``log Σ exp``."""
   big = jnp.finfo(o_NC.dtype).max
   a_N = 1 - 0.5 * jnp.clip(m_N - big, 0, 1)  # ½ where m = +inf, else 1
   scaled = o_NC * a_N[:, None]
-  return jnp.exp(jnp.where(scaled > big, big, scaled) - jnp.clip(m_N, -big, big)[:, None])
+  z_NC = jnp.where(scaled > big, big, scaled) - jnp.clip(m_N, -big, big)[:, None]
+  return jnp.exp(z_NC if log_s_N is None else z_NC - log_s_N[:, None])
 
 
 @_exp_shifted.defjvp
