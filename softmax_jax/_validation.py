@@ -153,17 +153,38 @@ def broadcast_mask(where: Any, shape: tuple[int, ...], name: str = "where") -> j
         f"{name} of shape {where.shape} does not broadcast to shape {shape}.") from None
 
 
-def check_temperature(temperature: Any) -> Any:
-  """Temperature must be a positive finite scalar; a float, or an array (to learn it by grad)."""
+def check_temperature(temperature: Any, dtype: Any, *, promote: bool = True) -> Any:
+  """Temperature must be a positive finite scalar; a float, or an array (to learn it by grad).
+
+  It must also be a normal number of the dtype it is computed in: ``dtype`` (the logits' compute
+  dtype) for a Python float, and for an array ``dtype`` promoted with the array's (``promote``)
+  or ``dtype`` itself. XLA flushes a subnormal ``T`` to 0 and a ``T`` beyond the largest value
+  rounds to ``inf``; both made every probability NaN (``T = 1e-38`` or ``1e39`` with float32
+  logits).
+  """
   if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
     if not (np.isfinite(temperature) and temperature > 0):
       raise ValueError(f"temperature must be a positive finite number; got {temperature!r}.")
+    info = jnp.finfo(dtype)
+    if not float(info.tiny) <= temperature <= float(info.max):
+      raise ValueError(
+          f"temperature must be a positive finite number in {info.dtype}'s normal range "
+          f"[{float(info.tiny):.4g}, {float(info.max):.4g}], the dtype it is computed in "
+          f"(XLA flushes smaller values to 0, larger ones round to inf); got {temperature!r}. "
+          f"Use float64 logits (jax_enable_x64) for a temperature outside it.")
     return float(temperature)
   t = jnp.asarray(temperature)
   if t.ndim != 0 or not jnp.issubdtype(t.dtype, jnp.floating):
     raise TypeError(f"temperature must be a positive float scalar; got dtype {t.dtype} with "
                     f"shape {t.shape}.")
-  check(jnp.isfinite(t) & (t > 0), "temperature must be a positive finite number; got {}.", t)
+  used = jnp.promote_types(dtype, t.dtype) if promote else jnp.dtype(dtype)
+  info = jnp.finfo(used)
+  t_used = t.astype(used)
+  # ``t_used >= tiny`` is False for a subnormal (flushed) or NaN T; the cast overflows to inf.
+  check(jnp.isfinite(t_used) & (t_used >= info.tiny),
+        f"temperature must be a positive finite number in {info.dtype}'s normal range "
+        f"[{float(info.tiny):.4g}, {float(info.max):.4g}], the dtype it is computed in; got {{}}.",
+        t)
   return t
 
 

@@ -233,7 +233,9 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
     x: logits, floating point, with ``C`` classes along ``axis``.
     axis: the class axis.
     temperature: ``T > 0``, a Python float or a scalar array (differentiable, e.g. to fit a
-      calibration temperature). ``T <= 0`` or non-finite raises ``ValueError``.
+      calibration temperature). ``T <= 0``, non-finite, or outside the normal range of the
+      dtype it is computed in (float32 logits: ``[1.18e-38, 3.4e38]``, where XLA would flush a
+      smaller ``T`` to 0 and round a larger one to ``inf``) raises ``ValueError``.
     where: optional boolean mask broadcastable to ``x``; masked entries get probability 0.
 
   Returns:
@@ -245,7 +247,7 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
     Gibbs, Elementary Principles in Statistical Mechanics, 1902.
   """
   x, axis, mask = _prepare(x, axis, where)
-  temperature = v.check_temperature(temperature)
+  temperature = v.check_temperature(temperature, v.compute_dtype(x.dtype))
   return _apply_rows(x, mask, temperature, row_fn=softmax_row, axis=axis, keep_axis=True,
                      scaled=not (isinstance(temperature, float) and temperature == 1.0))
 
@@ -269,7 +271,7 @@ def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
     Zhang et al., Dive into Deep Learning, §4.1.2 and §4.5.
   """
   x, axis, mask = _prepare(x, axis, where)
-  temperature = v.check_temperature(temperature)
+  temperature = v.check_temperature(temperature, v.compute_dtype(x.dtype))
   return _apply_rows(x, mask, temperature, row_fn=log_softmax_row, axis=axis, keep_axis=True,
                      scaled=not (isinstance(temperature, float) and temperature == 1.0))
 

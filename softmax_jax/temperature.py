@@ -217,7 +217,9 @@ def temperature_nll(logits: ArrayLike, labels: ArrayLike, *, temperature: ArrayL
   Args:
     logits: shape ``[n, C]``, floating point.
     labels: integer class ids, shape ``[n]``.
-    temperature: ``T > 0``, a Python float or a float scalar array.
+    temperature: ``T > 0``, a Python float or a float scalar array; it is computed in the
+      logits' compute dtype and must be a normal number there (float32: ``[1.18e-38, 3.4e38]``),
+      else ``ValueError``.
 
   Returns:
     A scalar in the logits' compute dtype (float32, or float64 for float64 logits).
@@ -226,7 +228,7 @@ def temperature_nll(logits: ArrayLike, labels: ArrayLike, *, temperature: ArrayL
     Guo et al., On Calibration of Modern Neural Networks, ICML 2017, §4.2.
   """
   logits, labels = _check_logits_labels(logits, labels)
-  temperature = v.check_temperature(temperature)
+  temperature = v.check_temperature(temperature, v.compute_dtype(logits.dtype), promote=False)
   return _temperature_nll(logits.astype(v.compute_dtype(logits.dtype)), labels,
                           jnp.asarray(temperature, v.compute_dtype(logits.dtype)))
 

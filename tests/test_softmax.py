@@ -249,6 +249,35 @@ def test_bad_temperature(t):
   assert err.get() is None
 
 
+@pytest.mark.parametrize("t", [1e-38, 1e-45, 1e39, np.float32(1e-40)])
+def test_temperature_outside_the_float32_normal_range_is_an_error(t):
+  # float32 logits compute in float32: XLA flushed a subnormal T to 0 and a T above the largest
+  # float32 rounded to inf, and every probability was NaN. Now an error naming T and the range.
+  x = jnp.array([1.0, 2.0, 3.0])
+  for fn in (sj.softmax, sj.log_softmax):
+    with pytest.raises(ValueError, match=r"float32's normal range \[1.175e-38, 3.403e\+38\].*got"):
+      fn(x, temperature=t)
+  # The same T as a float32 array (1e39 rounds to inf), eagerly and under jit.
+  t32 = jnp.float32(t)
+  with pytest.raises(ValueError, match="float32's normal range"):
+    sj.softmax(x, temperature=t32)
+  err, _ = jax.jit(sj.checked(lambda x, t: sj.log_softmax(x, temperature=t)))(x, t32)
+  assert err.get() is not None and "normal range" in err.get()
+
+
+def test_temperature_at_the_edges_of_the_range():
+  x = jnp.array([1.0, 2.0, 3.0])
+  tiny, big = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+  np.testing.assert_array_equal(sj.softmax(x, temperature=tiny), [0, 0, 1])
+  np.testing.assert_allclose(sj.softmax(x, temperature=big), [1 / 3] * 3, rtol=1e-6)
+  with enable_x64():  # float64 logits, or a float64 T, compute in float64: 1e-40 is normal there
+    np.testing.assert_array_equal(
+        sj.softmax(x.astype(jnp.float64), temperature=1e-40), [0, 0, 1])
+    np.testing.assert_array_equal(sj.softmax(x, temperature=jnp.float64(1e-40)), [0, 0, 1])
+    with pytest.raises(ValueError, match="float32's normal range"):
+      sj.softmax(x, temperature=1e-40)  # a Python float takes the logits' dtype
+
+
 def test_bad_inputs():
   with pytest.raises(TypeError, match="floating"):
     sj.softmax(jnp.array([1, 2, 3]))

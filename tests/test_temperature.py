@@ -271,6 +271,13 @@ class TestTemperatureNLL:
     with pytest.raises(ValueError, match="temperature must be a positive finite number"):
       tm.temperature_nll(self.logits, self.labels, temperature=t)
 
+  @pytest.mark.parametrize("t", [1e-38, 1e39, jnp.float32(1e-40), jnp.float64(1e-40)])
+  def test_temperature_outside_the_compute_dtype_range(self, t):
+    # The NLL is computed in the logits' compute dtype (float32 here), T included: a T that
+    # float32 flushes to 0 or rounds to inf gave a NaN NLL.
+    with pytest.raises(ValueError, match="float32's normal range"):
+      tm.temperature_nll(self.logits, self.labels, temperature=t)
+
   def test_bad_shapes_and_dtypes(self):
     with pytest.raises(ValueError, match=r"logits must have shape \[n, C\]"):
       tm.temperature_nll(self.logits[0], self.labels, temperature=1.0)
