@@ -435,7 +435,8 @@ def _prepare(x, W, b, labels, chunk_size, label_smoothing, class_weights, where,
       raise ValueError(f"filter_eps must be finite and >= 0; got {filter_eps!r}.")
     filter_eps = jnp.asarray(float(filter_eps))
 
-  class_weights = v.check_class_weights(class_weights, q, f"column of W {W.shape}")
+  class_weights = v.check_class_weights(class_weights, q, f"column of W {W.shape}",
+                                       _compute_dtype(x, W, b))
 
   mask = v.broadcast_mask(where, (n,))
   if hard:

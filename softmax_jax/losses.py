@@ -660,7 +660,8 @@ def _prepare(logits, labels, axis, label_smoothing, class_weights, where):
 
   label_smoothing = v.check_label_smoothing(label_smoothing)
   class_weights = v.check_class_weights(
-      class_weights, num_classes, f"class of logits {logits.shape} along axis {axis}")
+      class_weights, num_classes, f"class of logits {logits.shape} along axis {axis}",
+      v.compute_dtype(logits.dtype))
 
   mask = v.broadcast_mask(where, batch_shape)
   if hard:
@@ -805,7 +806,9 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, *, axis: int = -1,
       vectors of the logits' shape (soft labels such as ``(0.1, 0.2, 0.7)``).
     axis: the class axis of ``logits`` (and of probability labels).
     label_smoothing: ``ε`` in ``[0, 1]``, mixing the target with the uniform distribution.
-    class_weights: optional ``[C]`` non-negative weights, one per class.
+    class_weights: optional ``[C]`` non-negative weights, one per class; each 0 or a normal
+      number of the compute dtype (float32: at least ``1.18e-38``), as XLA flushes smaller
+      ones to 0.
     where: optional boolean mask of the batch shape (logits without ``axis``); ``False``
       examples are ignored: loss 0, gradient 0, and left out of the ``"mean"``.
     reduction: ``"none"``, ``"mean"`` or ``"sum"``.

@@ -875,6 +875,40 @@ def test_bad_values_raise_eagerly_and_under_checked_jit(name, kw, msg):
   assert err.get() is None
 
 
+def test_class_weights_that_xla_would_flush_to_zero_are_an_error():
+  # A float32 weight of 1e-40 is subnormal: XLA flushed it to 0, and the mean loss was 0 (the
+  # weighted sum and the total weight both 0) where it should be the loss of that class.
+  y = jnp.array([0, 2])
+  for w in ([1e-40, 1.0, 0.0], np.array([1e-40, 1, 0], np.float32),
+            jnp.array([1e-38, 0, 1], jnp.bfloat16)):  # bfloat16 shares float32's range
+    with pytest.raises(ValueError, match=r"class_weights must be 0 or at least 1.175e-38.*"
+                                         r"float32.*at index \[0\]"):
+      sj.cross_entropy(LOGITS, y, class_weights=w, reduction="mean")
+  err, _ = jax.jit(sj.checked(lambda o, w: sj.cross_entropy(o, y, class_weights=w)))(
+      LOGITS, jnp.array([1.0, 1e-40, 1.0]))
+  assert err.get() is not None and "smallest normal" in err.get()
+  # At or above the smallest normal number, the mean loss is exact: it does not depend on the
+  # scale of the weights.
+  ref = sj.cross_entropy(LOGITS, y, class_weights=jnp.array([1.0, 5.0, 3.0]), reduction="mean")
+  for scale in (1.2e-38 / 1.0, 1e-37, 1e37):
+    w = jnp.array([1.0, 5.0, 3.0]) * scale
+    np.testing.assert_allclose(sj.cross_entropy(LOGITS, y, class_weights=w, reduction="mean"),
+                               ref, rtol=1e-6)
+  # A float16 subnormal is a normal float32 (the weights are computed in float32): allowed.
+  w16 = jnp.array([1e-6, 0, 1], jnp.float16)
+  np.testing.assert_allclose(
+      sj.cross_entropy(LOGITS, y, class_weights=w16, reduction="mean"),
+      (float(w16[0]) * 2.4076059 + 1 * np.log(3)) / (float(w16[0]) + 1), rtol=1e-6)
+  with enable_x64():  # float64 weights are computed in the logits' dtype
+    with pytest.raises(ValueError, match="at least 1.175e-38"):
+      sj.cross_entropy(LOGITS, y, class_weights=np.array([1e-40, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="at least 2.225e-308"):
+      sj.cross_entropy(LOGITS.astype(jnp.float64), y, class_weights=np.array([1e-310, 1, 1.0]))
+    np.testing.assert_allclose(
+        sj.cross_entropy(LOGITS.astype(jnp.float64), y, class_weights=np.array([1e-40, 1, 1.0]),
+                         reduction="mean"), np.log(3), rtol=1e-12)
+
+
 def test_masked_bad_labels_are_allowed():
   out = sj.cross_entropy(LOGITS, jnp.array([0, 7]), where=jnp.array([True, False]))
   assert out[1] == 0
