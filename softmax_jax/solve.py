@@ -223,7 +223,20 @@ def _chunk_size(n: int, d1: int, q: int) -> int:
   return max(1, min(n, _HESSIAN_CHUNK_ELEMENTS // (d1 * q)))
 
 
-def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int):
+def _column_scales(xt_NxD):
+  """Powers of two ``2^(−lo_j)·2^(−hi_j)`` that bring each column of ``X̃`` whose square could
+  overflow (max ``|x̃_j|`` above ``2^(maxexp/2 − 32)``: ``4.3e9`` in float32) into ``[½, 1)``, and
+  leave the others alone (``lo = hi = 0``). Two factors, each at least ``2^-64``: one factor
+  ``2^-128`` is not a normal float32. Returns ``(lo, hi)``, int32 ``(d+1,)``."""
+  info = jnp.finfo(xt_NxD.dtype)
+  big = 2.0 ** (info.maxexp // 2 - 32)
+  max_D = jnp.max(jnp.abs(xt_NxD), axis=0)
+  _, e_D = jnp.frexp(max_D)  # max = f·2^e, f in [½, 1)
+  e_D = jnp.where(max_D > big, e_D, 0)
+  return e_D // 2, e_D - e_D // 2
+
+
+def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int, scaled: bool = False):
   r"""The ``(P, P)`` Hessian of ``J`` in θ (row-major Θ), summed over chunks of examples.
 
   With ``S_m = diag(p_m) − p_m p_mᵀ`` (:func:`softmax_jax.softmax_hessian`) the sum
@@ -233,10 +246,18 @@ def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int):
   built row-major, ``(P, m)``: in that layout the product ran 2.5× faster on a CPU than
   contracting an ``(m, P)`` array over its rows, and the whole Hessian of the digits took 16 ms
   against the Kronecker form's 61 ms. Memory: ``m·P`` per chunk.
+
+  With ``scaled``, columns of ``X̃`` whose square could overflow are scaled by powers of two
+  (:func:`_column_scales`) and the blocks scaled back at the end, exactly: an entry beyond the
+  float range is then ``±inf``, where the block diagonal minus ``Z Zᵀ`` gave ``inf − inf = NaN``.
   """
   n, d1 = xt_NxD.shape
   q = theta_DxC.shape[1]
   p_NxC = softmax(_precision.dot(xt_NxD, theta_DxC), axis=1)
+  if scaled:
+    lo_D, hi_D = _column_scales(xt_NxD)
+    one = jnp.ones((), xt_NxD.dtype)
+    xt_NxD = xt_NxD * jnp.ldexp(one, -lo_D)[None, :] * jnp.ldexp(one, -hi_D)[None, :]
   pad = (-n) % chunk  # padded rows have x̃ = 0, so they add nothing
   xs = jnp.pad(xt_NxD, ((0, pad), (0, 0))).reshape(-1, chunk, d1)
   ps = jnp.pad(p_NxC, ((0, pad), (0, 0))).reshape(-1, chunk, q)
@@ -255,6 +276,10 @@ def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int):
   eye_CxC = jnp.eye(q, dtype=dtype)
   penalised = jnp.ones((d1,), dtype).at[-1].set(0)
   h = (jnp.einsum("iaj,ab->iajb", diag, eye_CxC) - outer.reshape(d1, q, d1, q)) / n
+  if scaled:  # back to X̃'s scale, one power of two at a time: finite factors, exact or ±inf
+    for e_D in (lo_D, hi_D):
+      up_D = jnp.ldexp(one, e_D)
+      h = h * up_D[:, None, None, None] * up_D[None, None, :, None]
   h = h + l2 * jnp.einsum("ij,ab->iajb", jnp.diag(penalised), eye_CxC)
   return h.reshape(d1 * q, d1 * q)
 
@@ -648,9 +673,10 @@ def hessian(params: Params, x: ArrayLike, *, l2: ArrayLike) -> jax.Array:
 
   Returns:
     Shape ``((d+1)·q, (d+1)·q)``, in the promoted dtype of ``params`` and ``x``. Its entries
-    scale as ``x²``: features whose square overflows (beyond 1.8e19 in float32) give ±inf, and
-    NaN in a row whose softmax saturates (``x²·p(1 − p)`` taken as ``x²p − (xp)²``). Extreme
-    logits from ``W`` and ``b`` (±3e38, −inf) are exact.
+    scale as ``x_i x_j``: an entry beyond the float range (features beyond about 1.8e19 in
+    float32) is ``±inf``, never NaN (columns of large features are scaled by powers of two and
+    scaled back; an entry of such a column below ``2^-126`` times its max, float32, then counts
+    as 0). Extreme logits from ``W`` and ``b`` (±3e38, −inf) are exact.
 
   References:
     Böhning, Multinomial logistic regression algorithm, 1992; Zhang et al., Dive into Deep
@@ -663,7 +689,7 @@ def hessian(params: Params, x: ArrayLike, *, l2: ArrayLike) -> jax.Array:
     raise ValueError(f"x must have shape (n, d); got {jnp.shape(x)}.")
   theta = _stack(Params(jnp.asarray(params.W), jnp.asarray(params.b))).astype(o.dtype)
   xt = _augment(jnp.asarray(x).astype(o.dtype))
-  return _hessian(theta, xt, l2, chunk=_chunk_size(*xt.shape, theta.shape[1]))
+  return _hessian(theta, xt, l2, chunk=_chunk_size(*xt.shape, theta.shape[1]), scaled=True)
 
 
 def fit_exact(x: ArrayLike, y: ArrayLike, *, l2: float, num_classes: int | None = None,

@@ -1,8 +1,10 @@
 """Tests for softmax_jax.solve: scikit-learn's optimum, the closed-form derivatives, the gauge,
 validation, and a smoke run of experiments/solve.py."""
 
+import fractions
 import functools
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -415,10 +417,41 @@ def test_objective_gradient_and_hessian_at_extreme_logits(big, route):
                 jax.grad(solve.objective)(params, x, y, l2=l2)):  # autodiff: 0·inf was NaN
       np.testing.assert_allclose(got.W, want_W, rtol=1e-6)
       np.testing.assert_allclose(got.b, want_b, rtol=1e-6)
-  if route == "W":  # row 0 saturated: S₀ = 0; row 1, x̃ = [0, 1, 1]: S₁ = [[¼, −¼, 0], ...]/n
-    s1 = np.array([[0.25, -0.25, 0], [-0.25, 0.25, 0], [0, 0, 0]])
-    want_h = 0.5 * np.kron(np.array([[0, 0, 0], [0, 1, 1], [0, 1, 1]]), s1)
-    np.testing.assert_array_equal(solve.hessian(params, x, l2=0.0), want_h)
+  # Row 0 saturated: S₀ = 0, so its x̃ = [x₀₀, 0, 1] adds nothing, even where x₀₀² overflows
+  # (route "x" at 3e38 gave NaN: x²·1 − (x·1)² = inf − inf); row 1, x̃ = [0, 1, 1]:
+  # S₁ = [[¼, −¼, 0], ...]/n.
+  s1 = np.array([[0.25, -0.25, 0], [-0.25, 0.25, 0], [0, 0, 0]])
+  want_h = 0.5 * np.kron(np.array([[0, 0, 0], [0, 1, 1], [0, 1, 1]]), s1)
+  np.testing.assert_array_equal(solve.hessian(params, x, l2=0.0), want_h)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hessian_entries_beyond_the_float_range_are_inf_not_nan(dtype):
+  # W = 0, so every row has the same p = softmax(b) and H = (X̃ᵀX̃/n) ⊗ S + λ(I ⊕ 0) ⊗ I with
+  # S = diag(p) − ppᵀ: hand-computed in float64 (Python ints for X̃ᵀX̃), then rounded, so
+  # entries beyond the range are ±inf with the sign of S. Features of 1e20 (float32) or 1e160
+  # (float64) square beyond the range; the block diagonal minus Z Zᵀ gave inf − inf = NaN.
+  big = 10**20 if dtype == np.float32 else 10**160
+  rows = [[big, 1], [2, -3 * big], [3, 4]]
+  b = np.array([0.0, 1.0, -1.0])
+  p = np.exp(b) / np.exp(b).sum()
+  S = np.diag(p) - np.outer(p, p)
+  xt = [r + [1] for r in rows]
+  gram = [[sum(r[i] * r[j] for r in xt) for j in range(3)] for i in range(3)]  # exact ints
+
+  def entry(g, s):  # g·s/3 rounded to dtype, ±inf beyond its range
+    value = g * fractions.Fraction(s) / 3
+    top = fractions.Fraction(float(np.finfo(dtype).max))
+    return float(value) if abs(value) <= top else (math.inf if value > 0 else -math.inf)
+
+  with enable_x64():
+    got = np.asarray(solve.hessian(Params(jnp.zeros((2, 3), dtype), jnp.asarray(b, dtype)),
+                                   jnp.asarray(np.array(rows, np.float64), dtype), l2=0.5))
+  want = np.block([[np.array([[entry(gram[i][j], s) for s in row] for row in S])
+                     + 0.5 * np.eye(3) * (i == j < 2) for j in range(3)] for i in range(3)])
+  assert got.dtype == dtype and not np.isnan(got).any()
+  assert np.isinf(want).sum() == (13 if dtype == np.float32 else 18)  # float32: 5 of 18 fit
+  np.testing.assert_allclose(got, want.astype(dtype), rtol=1e-6 if dtype == np.float32 else 1e-12)
 
 
 # ----------------------------------------------------------------------------------------------
