@@ -109,8 +109,13 @@ def _log_softmax_row_jvp(primals, tangents):
   dx_C, _ = tangents
   ls_C = log_softmax_row(x_C, mask_C)
   p_C = softmax_row(x_C, mask_C)
-  # Entries that are -inf (masked, or -inf logits) are constant: their tangent is 0.
-  return ls_C, jnp.where(ls_C == -jnp.inf, 0, dx_C - _masked_dot(p_C, dx_C))
+  # Entries that are -inf because they are masked, -inf logits, or finite logits in a row whose
+  # max is +inf (the limit) are constant: their tangent is 0. A finite logit in a finite row
+  # whose value overflowed (x − max below the float range, [3e38, −3e38]) keeps the exact
+  # tangent dx − p·dx.
+  x_C = x_C if mask_C is None else jnp.where(mask_C, x_C, -jnp.inf)
+  overflowed = jnp.isfinite(x_C) & jnp.isfinite(jnp.max(x_C))
+  return ls_C, jnp.where((ls_C == -jnp.inf) & ~overflowed, 0, dx_C - _masked_dot(p_C, dx_C))
 
 
 def vmap_rows(fn, num_batch_dims: int, in_axes: tuple[Any, ...]):

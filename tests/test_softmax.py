@@ -157,6 +157,23 @@ def test_extreme_logits_match_float64_reference(scale):
   assert np.all(np.isfinite(g))
 
 
+def test_log_softmax_derivative_where_its_value_overflows():
+  # log_softmax([3e38, −3e38]) = [0, −6e38], which rounds to −inf; the logit is finite, so the
+  # Jacobian is still I − 1pᵀ with p = [1, 0]: row 1 is [−1, 1] (it was [0, 0], as if the class
+  # were masked). Masked entries, −inf logits and the finite entries of a +inf row stay constant.
+  x = jnp.array([3e38, -3e38])
+  want = np.array([[0.0, 0.0], [-1.0, 1.0]])
+  for jac in (jax.jacrev, jax.jacfwd):
+    np.testing.assert_array_equal(jac(sj.log_softmax)(x), want)
+    np.testing.assert_array_equal(jac(jax.vmap(sj.log_softmax))(x[None])[0, :, 0], want)
+  x4 = jnp.array([3e38, -3e38, -INF, 1.0])
+  got = jax.jacrev(lambda x: sj.log_softmax(x, where=jnp.array([True, True, True, False])))(x4)
+  np.testing.assert_array_equal(got, np.pad(want, ((0, 2), (0, 2))))
+  np.testing.assert_array_equal(jax.jacrev(sj.log_softmax)(jnp.array([INF, -3e38])), 0)
+  # Its Hessian is −(diag(p) − ppᵀ) = 0 at p = [1, 0].
+  np.testing.assert_array_equal(jax.hessian(lambda x: sj.log_softmax(x)[1])(x), 0)
+
+
 def test_d2l_naive_softmax_overflows_but_ours_does_not():
   x = jnp.array([100.0, 0.0, -100.0])
   naive = jnp.exp(x) / jnp.sum(jnp.exp(x))  # D2L §4.4's from-scratch softmax
