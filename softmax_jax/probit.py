@@ -67,20 +67,28 @@ def _mills_parts(x: jax.Array, log_cdf: jax.Array) -> tuple[jax.Array, jax.Array
   """``λ(x) = φ(x)/Φ(x)`` and ``λ(x)·(x + λ(x)) = -λ'(x)``, finite and not NaN; ``log_cdf`` is
   ``log Φ(x)``, passed in by callers that have it."""
   big = jnp.finfo(x.dtype).max
-  # x >= -8: λ = exp(log φ − log Φ), each within a few ulps of ~32 there; 0 at x = +∞.
+  # x = ±∞ is computed at a finite stand-in and its limits (λ, -λ') = (0, 0) at +∞ and
+  # (largest float, 1) at -∞ selected at the end, so that derivatives of these expressions (the
+  # third of log Φ and up) are those of the selected constants, 0, not 0·∞ = NaN.
+  finite = jnp.isfinite(x)
+  # x >= -8: λ = exp(log φ − log Φ), each within a few ulps of ~32 there.
   hi = x >= -_CF_SWITCH
-  x_hi = jnp.where(hi, x, 0)
-  lam_hi = jnp.exp(-0.5 * x_hi * x_hi - _LOG_SQRT_2PI - jnp.where(hi, log_cdf, 0))
-  slope_hi = jnp.where(lam_hi > 0, lam_hi * (x_hi + lam_hi), 0)  # 0·∞ = 0 at x = +∞
+  x_hi = jnp.where(hi & finite, x, 0)
+  lam_hi = jnp.exp(-0.5 * x_hi * x_hi - _LOG_SQRT_2PI - jnp.where(hi & finite, log_cdf, 0))
+  slope_hi = jnp.where(lam_hi > 0, lam_hi * (x_hi + lam_hi), 0)  # 0 where λ underflows
   # x < -8, t = -x > 8: Φ(x)/φ(x) = 1/(t + 1/(t + 2/(t + 3/(t + ...)))), so λ = t + c with
   # c = 1/(t + d), d = 2/(t + 3/(t + ...)); x + λ = c exactly and λ(x + λ) = t/(t + d) + c².
-  t = jnp.where(hi, _CF_SWITCH + 1, -x)
+  t = jnp.where(hi | ~finite, _CF_SWITCH + 1, -x)
   d = jax.lax.fori_loop(0, _CF_TERMS - 1, lambda i, d: (_CF_TERMS - i) / (t + d),
                         jnp.zeros_like(t))  # k = _CF_TERMS, ..., 2
   c = 1 / (t + d)
-  lam_lo = jnp.minimum(t + c, big)  # λ(-∞) = ∞ is returned as the largest float
-  slope_lo = jnp.where(jnp.isinf(t), 1.0, t / (t + d) + c * c)
-  return jnp.where(hi, lam_hi, lam_lo), jnp.where(hi, slope_hi, slope_lo)
+  lam_lo = jnp.minimum(t + c, big)
+  slope_lo = t / (t + d) + c * c
+  lam = jnp.where(hi, lam_hi, lam_lo)
+  slope = jnp.where(hi, slope_hi, slope_lo)
+  lam = jnp.where(x == jnp.inf, 0, jnp.where(x == -jnp.inf, big, lam))  # λ(-∞) = ∞: largest float
+  slope = jnp.where(x == jnp.inf, 0, jnp.where(x == -jnp.inf, 1, slope))
+  return jnp.where(jnp.isnan(x), x, lam), jnp.where(jnp.isnan(x), x, slope)
 
 
 def _mills_approx(x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -64,6 +64,22 @@ def test_log_normal_cdf_extremes_no_nan():
   assert jnp.all((hess >= -1) & (hess <= 0))  # log Φ is concave, with curvature at most 1
 
 
+def test_log_normal_cdf_third_and_fourth_derivatives_at_infinity():
+  # log Φ's derivatives of order 3 and 4 vanish at ±∞ (log Φ ~ -x²/2 − log(−x) below, ~0 above).
+  # Reverse mode gave NaN there (0·∞ in the autodiff of λ(x + λ)); forward mode gave 0. At
+  # finite points, as before: at 0 it is 2λ³ − λ with λ = √(2/π), 0.2180136; at −30, 7.30999e-5
+  # (mpmath, 50 digits; the leading term 2/30³ is 7.41e-5).
+  f = probit.log_normal_cdf
+  x = jnp.array([-jnp.inf, -30.0, 0.0, jnp.inf], jnp.float32)
+  for d3 in (jax.grad(jax.grad(jax.grad(f))), jax.jacfwd(jax.jacfwd(jax.jacfwd(f))),
+             jax.jacrev(jax.jacfwd(jax.grad(f)))):
+    got = jax.vmap(d3)(x)
+    np.testing.assert_allclose(got, [0, 7.30999e-5, 0.2180136, 0], rtol=2e-4, atol=0)
+  d4 = jax.vmap(jax.grad(jax.grad(jax.grad(jax.grad(f)))))(x)
+  assert d4[0] == 0 and d4[-1] == 0 and not jnp.isnan(d4).any()
+  assert jnp.isnan(jax.grad(jax.grad(jax.grad(f)))(jnp.float32(jnp.nan)))  # NaN stays NaN
+
+
 def test_log_normal_cdf_bad_dtype():
   with pytest.raises(TypeError, match="floating-point.*int32"):
     probit.log_normal_cdf(jnp.array([1, 2]))
