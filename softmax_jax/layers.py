@@ -32,17 +32,20 @@ permutation (a gather) are free; work on the parameters alone (e.g. ``S/d'``) is
 batch and not counted. The overflow guard below (a max over ``d`` entries, ``2d`` scalings of the
 input and ``2q`` of the output, the same for every layer) is not counted either.
 
-**Extreme inputs.** All four maps are linear in ``x``, so each computes ``o = s·f(x/s) + b``
-with ``s = 2^t`` the power of two for which ``max|x|/s ∈ [1, 2)`` (``s = 1`` when
-``max|x| ≤ 1``, so ordinary inputs are untouched). Scaling by a power of two is exact, so this is
-``f(x) + b`` up to rounding, but the inner products never overflow. Finite inputs therefore give
-finite logits or ``±inf`` (an honest overflow of the result, e.g. ``|x| ≈ 3e38`` with weights
-near 1), never the NaN that ``inf − inf`` inside a sum would give. Infinite or NaN inputs are not
-guarded. :func:`fwht` guards itself the same way, row by row. **Known limit:** an entry below
-``max|x|·2^-126`` becomes subnormal once scaled, and XLA:CPU flushes it to 0, so it drops out of
-the value, and of its own weights' gradient; that is below rounding unless the large entries'
-weights are 0 or tiny (``x = [3e38, 1.5]`` with ``W = [[0], [1]]`` gives 0, not 1.5). The
-derivatives in ``x`` are those of the unscaled map, exact for every entry (`_guarded`).
+**Extreme inputs.** All four maps are linear in ``x``, so each computes ``o = s·f(x/s) + b`` with
+``s = 2^t`` the power of two for which ``max|x|/s ∈ [2^h, 2^(h+1))``, ``h`` half the dtype's
+exponent range (float32: ``h = 64``; ``s = 1`` when ``max|x| < 2^(h+1) ≈ 3.7e19``, so ordinary
+inputs are untouched). Scaling by a power of two is exact, so this is ``f(x) + b`` up to rounding,
+but the inner sums stay below the float range unless a column of weights sums (in absolute value)
+beyond ``2^(h−1) ≈ 9e18``. Finite inputs therefore give finite logits or ``±inf`` (an honest
+overflow of the result, e.g. ``|x| ≈ 3e38`` with weights near 1), never the NaN that ``inf − inf``
+inside a sum would give. Infinite or NaN inputs are not guarded. :func:`fwht` guards itself the same
+way, row by row. **Known limit:** an entry below ``max|x|·2^-(126+h)`` (float32: ``2^-190``; below
+``2^-62 ≈ 2e-19`` next to ``3e38``) becomes subnormal once scaled, and XLA:CPU flushes it to 0, so
+it drops out of the value, and of its own weights' gradient; that is far below rounding unless the
+large entries' weights are 0 or tiny. (Until 2026-11-30 inputs were scaled to ``[1, 2)``: ``x =
+[3e38, 1.5]`` with ``W = [[0], [1]]`` gave 0, not 1.5.) The derivatives in ``x`` are those of the
+unscaled map, exact for every entry (`_guarded`).
 
 **Fastfood's permutation.** ``Π`` is fixed at init and never trained. It is stored as static
 pytree metadata (``aux_data``) of :class:`FastfoodParams`, a tuple of Python ints, not as a leaf:
@@ -133,15 +136,24 @@ def _shape_error(layer: str, expected: str, got: dict[str, tuple[int, ...]]) -> 
   return ValueError(f"{layer} params must hold {expected}; got {shapes}.")
 
 
-def pow2_exponent(x: jax.Array, axis: int = -1) -> jax.Array:
-  """``t >= 0`` with ``max|x|/2^t ∈ [1, 2)`` when ``max|x| > 1``, else ``t = 0`` (int, keepdims).
+def pow2_exponent(x: jax.Array, axis: int = -1, *, headroom: int = 0) -> jax.Array:
+  """``t >= 0`` with ``max|x|/2^t ∈ [2^h, 2^(h+1))`` when ``max|x| >= 2^h`` (``h = headroom``),
+  else ``t = 0`` (int, keepdims).
 
   ``t = 0`` also when ``max|x|`` is ``inf`` or NaN (``frexp`` gives no exponent; an infinite
   input is passed on unscaled, rather than doubled, which turned ``inf − 3e38`` into ``inf − inf``).
   """
   m = lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
   _, e = jnp.frexp(m)  # m = f·2^e with f ∈ [0.5, 1)
-  return jnp.where((m > 1) & (m < jnp.inf), e - 1, 0)
+  return jnp.where((m > 1) & (m < jnp.inf), jnp.maximum(e - 1 - headroom, 0), 0)
+
+
+def guard_headroom(dtype: Any) -> int:
+  """The overflow guard's ``headroom``: half the dtype's exponent range (float32: 64, so inputs
+  up to ``2^65 ≈ 3.7e19`` are not scaled at all, and larger ones are scaled to ``[2^64, 2^65)``,
+  where an entry below ``max|x|·2^-190`` is subnormal, instead of ``[1, 2)``, where one below
+  ``max|x|·2^-126`` was)."""
+  return int(jnp.finfo(dtype).maxexp) // 2
 
 
 def times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -167,19 +179,19 @@ def _batched(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Arra
 
 def _guarded(linear: Callable[[Any, jax.Array], jax.Array]):
   """``linear(params, x)`` for a map linear in ``x``, computed as ``2^t·linear(params, x·2^-t)``
-  with ``t = pow2_exponent(x)`` (per row of ``x``'s last axis): the overflow guard of the module
-  docstring.
+  with ``t = pow2_exponent(x, headroom=guard_headroom(x.dtype))`` (per row of ``x``'s last
+  axis): the overflow guard of the module docstring.
 
   The derivative in ``x`` is that of the unscaled map, ``linear(params, dx)`` (the map is linear
   in ``x``): through the scaled chain a tangent times ``2^-t`` came out 0 for ``t >= 126``
   (XLA:CPU flushes subnormals), and a cotangent times ``2^t`` overflowed. The derivative in the
   parameters keeps the scaled chain, whose inner sums over ``x`` cannot overflow (the unscaled
-  ``x·U`` of a low-rank layer can); so, as in the value, an entry below ``max|x|·2^-126`` drops
-  out of its own weights' gradient.
+  ``x·U`` of a low-rank layer can); so, as in the value, an entry below ``max|x|·2^-190``
+  (float32; :func:`guard_headroom`) drops out of its own weights' gradient.
   """
 
   def chain(params, x):
-    t = pow2_exponent(x)
+    t = pow2_exponent(x, headroom=guard_headroom(x.dtype))
     return times_pow2(linear(params, times_pow2(x, -t)), t)
 
   scaled = jax.custom_jvp(chain)

@@ -315,6 +315,38 @@ def test_extreme_inputs(name):
   np.testing.assert_allclose(out, 3e38 * base, rtol=1e-4, atol=1e30)
 
 
+@pytest.mark.parametrize("name", ["dense", "low_rank"])
+def test_small_inputs_next_to_huge_ones_keep_their_share(name):
+  # x = [3e38, 1.5, …] where the huge entry's weights are 0 (row 0 of W, or of U): the logits
+  # are those of [0, 1.5, …]. The guard scaled x to [1, 2), where 1.5·2^-127 is subnormal and
+  # was flushed to 0, so the logits came out as the bias alone; it now scales to [2^64, 2^65).
+  # (PHM and Fastfood share the guard, `_guarded`; their weights on one entry cannot be zeroed
+  # as simply.)
+  layer = layers.LAYERS[name]
+  params = _init(name, 8, 4)
+  params = jax.tree.map(lambda a: a + 0.3 * jnp.cos(jnp.arange(a.size).reshape(a.shape)), params)
+  params = params._replace(**{"W" if name == "dense" else "U": (
+      params.W if name == "dense" else params.U).at[0].set(0.0)})
+  small = _x((3, 8), scale=2.0)
+  small = small / np.abs(small).max()  # |x| <= 1
+  small[:, 0] = 0
+  want = np.asarray(layer.apply(params, jnp.asarray(small)))
+  assert np.abs(want - np.asarray(params.b)).min() > 1e-3  # the small entries do matter
+  huge = small.copy()
+  huge[:, 0] = [3e38, -3e38, 1e30]
+  np.testing.assert_allclose(layer.apply(params, jnp.asarray(huge)), want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(layers.dense_logits(layers.DenseParams(
+      W=jnp.array([[0.0], [1.0]]), b=jnp.zeros(1)), jnp.array([3e38, 1.5])), [1.5])
+  # The gradient in the small entries' own weights is theirs too (it was 0).
+  g = jax.grad(lambda p: layer.apply(p, jnp.asarray(huge)).sum())(params)
+  g0 = jax.grad(lambda p: layer.apply(p, jnp.asarray(small)).sum())(params)
+  rows = (g.W, g0.W) if name == "dense" else (g.V, g0.V)
+  if name == "dense":
+    np.testing.assert_allclose(rows[0][1:], rows[1][1:], rtol=1e-6)
+  else:  # V's gradient is (x·U)ᵀ·1: x·U has no share of the huge entry either
+    np.testing.assert_allclose(rows[0], rows[1], rtol=1e-6, atol=1e-6)
+
+
 def test_overflow_gives_inf_or_exact_cancellation_never_nan():
   # W = 1: the true logits are sums of ±3e38 entries; they overflow to ±inf or cancel exactly.
   params = sj.Params(W=jnp.ones((4, 3)), b=jnp.zeros(3))
@@ -334,6 +366,10 @@ def test_pow2_exponent_and_times_pow2_at_extremes():
                 [np.nan]], np.float32)
   t = np.asarray(jax.jit(layers.pow2_exponent)(x))[:, 0]
   np.testing.assert_array_equal(t, [127, 127, 13, 1, 0, 0, 0, 0, 0, 0])
+  # With headroom h, max|x|/2^t lands in [2^h, 2^(h+1)); the layers' guard uses h = 64.
+  assert layers.guard_headroom(jnp.float32) == 64 and layers.guard_headroom(jnp.float64) == 512
+  t = np.asarray(jax.jit(functools.partial(layers.pow2_exponent, headroom=64))(x))[:, 0]
+  np.testing.assert_array_equal(t, [63, 63, 0, 0, 0, 0, 0, 0, 0, 0])
   # times_pow2 is exact, also where one factor 2^t alone would be subnormal or overflow.
   xs = jnp.array([3e38, 3e38, 2.5e-38, 1.5, -1.0, 3e38], jnp.float32)
   ts = jnp.array([-127, -128, 126, 127, -126, 1])
