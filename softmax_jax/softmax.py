@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
@@ -60,8 +61,12 @@ def _safe_log(s: jax.Array) -> jax.Array:
 
 
 def _masked_dot(p_C: jax.Array, dx_C: jax.Array) -> jax.Array:
-  """Σ p·dx, where entries with p = 0 contribute 0 even if dx is not finite there (NaN p: NaN)."""
-  return jnp.sum(jnp.where(p_C == 0, 0, p_C * dx_C))
+  """Σ p·dx, where entries with p = 0 contribute 0 even if dx is not finite there (NaN p: NaN).
+
+  ``dx`` is zeroed before the product, not the product after it: the derivative of the product
+  in ``p`` is ``dx``, and a zero cotangent times an infinite ``dx`` was NaN (the second derivative
+  in the temperature of a saturated log-softmax, whose exact value overflows to ``−inf``)."""
+  return jnp.sum(p_C * jnp.where(p_C == 0, 0, dx_C))
 
 
 @jax.custom_jvp
@@ -157,10 +162,27 @@ def _unit_ratio(t: jax.Array) -> jax.Array:
 def _unit_ratio_jvp(primals, tangents):
   (t,), (dt,) = primals, tangents
   ratio = _unit_ratio(t)
-  return ratio, -(dt * ratio) * (1 / t)
+  return ratio, -(dt * ratio) * _reciprocal(t)
 
 
-def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array) -> jax.Array:
+@jax.custom_jvp
+def _reciprocal(t: jax.Array) -> jax.Array:
+  """``1/T`` whose derivative ``−1/T²`` is formed as ``−(dT·(1/T))·(1/T)``: autodiff's ``T²``
+  flushed to 0 or overflowed for float32 ``T`` beyond about ``1e±19``, and a zero cotangent times
+  that ``1/T² = inf`` made the second derivative in ``T`` NaN (a saturated softmax at
+  ``T = 1e-25``), where it is 0, or ``±inf`` when it truly overflows."""
+  return 1 / t
+
+
+@_reciprocal.defjvp
+def _reciprocal_jvp(primals, tangents):
+  (t,), (dt,) = primals, tangents
+  r = _reciprocal(t)
+  return r, -(dt * r) * r
+
+
+def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *,
+                    probabilities: bool = False) -> jax.Array:
   """``(x − max x)/T`` along the last axis, the same distribution as ``x/T``, with ties exact.
 
   Dividing first lets XLA round ``x/T`` differently in the max and in the exponent (a division
@@ -173,24 +195,40 @@ def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array
   (a class of probability 0, or the ``+inf`` limit, both constant in ``T``): differentiating the
   divisions there gave ``0·inf = NaN`` for a traced ``T`` at logits of ``±3e38``. ``T₀/T`` is
   `_unit_ratio`, whose derivative ``−1/T`` is formed without ``T²``.
+
+  With ``probabilities`` (the softmax, not the log-softmax), entries whose ``exp(z)`` is 0 even as
+  a subnormal are constant in ``T`` too: their probability and its derivatives are exactly 0.
+  At a tiny ``T`` the derivatives of ``T₀/T`` overflow, and a saturated row's zero cotangents
+  times them made ``jax.hessian`` in ``T`` NaN (``T = 1e-25``), where it is 0.
   """
   m = jnp.max(x if mask is None else jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
   m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
   t0 = jax.lax.stop_gradient(temperature)
   d = x - m
   z = jnp.where(jnp.isfinite(d) | ~jnp.isfinite(x), d / t0, x / t0 - m / t0)
-  finite = jnp.isfinite(z)
-  return jnp.where(finite, jnp.where(finite, z, 0) * _unit_ratio(temperature), z)
+  # z = 0 (the max, constant in T) and z = ±inf are left out of the product too: at a tiny T the
+  # derivatives of T₀/T overflow, and 0·inf was NaN in forward mode's second derivative.
+  scaled = jnp.isfinite(z) & (z != 0)
+  if probabilities:
+    info = jnp.finfo(z.dtype)
+    scaled = scaled & (z > float(np.log(info.smallest_subnormal)) - 1)  # float32: −104.3
+  scaled = scaled | jnp.isnan(z)  # a NaN entry keeps T: its row's derivative in T is NaN
+  # A row with no such entry does not see T at all (T₀/T of 1): a zero cotangent times the
+  # overflowed derivative of T₀/T is NaN, even where every entry is left out of the product.
+  t_row = jnp.where(jnp.any(scaled, axis=-1, keepdims=True), temperature, 1)
+  return jnp.where(scaled, jnp.where(scaled, z, 1) * _unit_ratio(t_row), z)
 
 
-@functools.partial(jax.jit, static_argnames=("row_fn", "axis", "keep_axis", "scaled"))
-def _apply_rows(x, mask, temperature, *, row_fn, axis, keep_axis, scaled=True):
+@functools.partial(jax.jit, static_argnames=("row_fn", "axis", "keep_axis", "scaled",
+                                             "probabilities"))
+def _apply_rows(x, mask, temperature, *, row_fn, axis, keep_axis, scaled=True,
+                probabilities=False):
   dtype = x.dtype
   x = jnp.moveaxis(x.astype(v.compute_dtype(dtype)), axis, -1)
   if mask is not None:
     mask = jnp.moveaxis(mask, axis, -1)
   if scaled:
-    x = _divide_shifted(x, mask, temperature)
+    x = _divide_shifted(x, mask, temperature, probabilities=probabilities)
   out = vmap_rows(row_fn, x.ndim - 1, (0, None if mask is None else 0))(x, mask)
   if keep_axis:
     out = jnp.moveaxis(out, -1, axis)
@@ -254,7 +292,8 @@ def softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,
   x, axis, mask = _prepare(x, axis, where)
   temperature = v.check_temperature(temperature, v.compute_dtype(x.dtype))
   return _apply_rows(x, mask, temperature, row_fn=softmax_row, axis=axis, keep_axis=True,
-                     scaled=not (isinstance(temperature, float) and temperature == 1.0))
+                     scaled=not (isinstance(temperature, float) and temperature == 1.0),
+                     probabilities=True)
 
 
 def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: ArrayLike = 1.0,

@@ -12,6 +12,7 @@ import pytest
 from jax.test_util import check_grads
 
 import softmax_jax as sj
+from softmax_jax import temperature
 from tests.conftest import enable_x64
 
 INF = np.inf
@@ -488,6 +489,36 @@ def test_temperature_gradient_at_extreme_temperatures(t):
   # The second derivative at T = 1e-10 (T³ = 1e-30 is still normal, 1/T² = 1e20).
   h = jax.jit(jax.hessian(lambda t: sj.softmax(x, temperature=t)[2]))(jnp.float32(1e-10))
   assert h == 0.0, h
+
+
+@pytest.mark.parametrize("t", [1e-25, 1e-37])
+def test_second_and_third_derivatives_in_tiny_temperatures(t):
+  """At x = [1, 2, 3] and float32 T ≤ 1e-19 the softmax is one-hot to float precision, so its
+  derivatives in T of every order are 0; the log-softmax of class 1 is −1/T (to float precision),
+  with derivatives 1/T², −2/T³ and 6/T⁴: beyond the range, so +inf, −inf and +inf. Every mode
+  gave NaN here: autodiff formed T², a zero cotangent met the overflowed derivative of T₀/T, and
+  the masked dot p·dx was zeroed after its product (review of session 9's list)."""
+  x = jnp.array([1.0, 2.0, 3.0])
+  t = jnp.float32(t)
+
+  def p2(t):
+    return sj.softmax(x, temperature=t)[2]
+
+  def ls1(t):
+    return sj.log_softmax(x, temperature=t)[1]
+
+  def nll(t):
+    return temperature.temperature_nll(x[None], jnp.array([1]), temperature=t)
+
+  second = (lambda f: jax.grad(jax.grad(f)), lambda f: jax.jacfwd(jax.jacfwd(f)), jax.hessian,
+            lambda f: jax.jacfwd(jax.grad(f)))
+  for d2 in second:
+    assert d2(p2)(t) == 0
+    assert d2(ls1)(t) == -np.inf
+    assert d2(nll)(t) == np.inf
+  np.testing.assert_array_equal(jax.hessian(lambda t: sj.softmax(x, temperature=t))(t), 0)
+  third = jax.grad(jax.grad(jax.grad(ls1)))(t)
+  assert third == np.inf and jax.jacfwd(jax.jacfwd(jax.grad(p2)))(t) == 0
 
 
 def test_temperature_gradient_at_a_float64_temperature_of_1e160():
