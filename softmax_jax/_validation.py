@@ -310,18 +310,19 @@ def check_label_smoothing(label_smoothing: Any) -> float:
 
 
 def flushed_to_zero(x: jax.Array, dtype: Any) -> jax.Array:
-  """Where ``x`` is nonzero but below the smallest normal number of ``dtype``, the dtype it is
-  computed in: XLA:CPU flushes such values (and sums and products that end there) to 0.
+  """Where ``x`` is nonzero but XLA:CPU computes it as 0 in ``dtype``, the dtype it is used in
+  (float32 or float64).
 
-  Two tests, as XLA also treats a subnormal input as 0 in comparisons: ``0 < |x| < tiny`` in
-  ``x``'s own dtype catches a wider ``x`` (float64 ``1e-40`` for float32 arithmetic), and the bits
-  catch a subnormal of ``x``'s own dtype when that has no wider range than ``dtype`` (float32
-  ``1e-40``; a float16 subnormal is a normal float32 and is left alone).
+  Two tests, as XLA also treats a subnormal input as 0 in comparisons and conversions:
+  ``0 < |x| < tiny`` in ``x``'s own dtype catches a wider ``x`` (float64 ``1e-40`` for float32
+  arithmetic), and the bits catch a subnormal of ``x``'s own dtype (float32 ``1e-40``, also for
+  float64 arithmetic: the conversion flushes it; bfloat16 likewise). A float16 subnormal is left
+  alone: it converts to a normal float32.
   """
   own, target = jnp.finfo(x.dtype), jnp.finfo(dtype)
   small = (x != 0) & (jnp.abs(x) < jnp.asarray(target.tiny).astype(x.dtype)) if (
       own.minexp < target.minexp) else jnp.zeros(x.shape, bool)
-  if own.minexp <= target.minexp:
+  if own.minexp <= jnp.finfo(jnp.float32).minexp:
     bits = jax.lax.bitcast_convert_type(x, jnp.dtype(f"uint{own.bits}"))
     exponent = ((1 << own.nexp) - 1) << own.nmant
     mantissa = (1 << own.nmant) - 1
@@ -329,12 +330,20 @@ def flushed_to_zero(x: jax.Array, dtype: Any) -> jax.Array:
   return small
 
 
+def beyond_range(x: jax.Array, dtype: Any) -> jax.Array:
+  """Where the finite ``x`` rounds to ``±inf`` in ``dtype`` (a float64 ``3e39`` for float32)."""
+  if jnp.finfo(x.dtype).maxexp <= jnp.finfo(dtype).maxexp:
+    return jnp.zeros(x.shape, bool)
+  return jnp.isfinite(x) & ~jnp.isfinite(x.astype(dtype))
+
+
 def check_class_weights(class_weights: Any, num_classes: int, what: str,
                         dtype: Any = jnp.float32) -> jax.Array | None:
   """``None``, or ``num_classes`` finite non-negative weights; ``what`` names the classes.
 
   ``dtype`` is the dtype the weights are computed in: a nonzero weight below its smallest normal
-  number is an error, as XLA would flush it to 0 (a float32 weight of ``1e-40`` made the loss 0).
+  number is an error, as XLA would flush it to 0 (a float32 weight of ``1e-40`` made the loss 0),
+  and so is one beyond its largest (a float64 ``3e39`` with float32 logits made the loss NaN).
   """
   if class_weights is None:
     return None
@@ -344,9 +353,12 @@ def check_class_weights(class_weights: Any, num_classes: int, what: str,
                      f"got {class_weights.shape}.")
   check_all(jnp.isfinite(class_weights) & (class_weights >= 0), class_weights,
             "class_weights must be finite and >= 0; got {value} at index {index}.")
-  tiny = float(jnp.finfo(dtype).tiny)
-  check_all(~flushed_to_zero(class_weights, dtype), class_weights,
-            f"class_weights must be 0 or at least {tiny:.4g}, the smallest normal number of "
-            f"{jnp.dtype(dtype)} (the dtype they are computed in; XLA flushes smaller ones to 0); "
-            f"got {{value}} at index {{index}} ({{count}} such weights).")
+  info = jnp.finfo(dtype)
+  check_all(~flushed_to_zero(class_weights, dtype) & ~beyond_range(class_weights, dtype),
+            class_weights,
+            f"class_weights must be 0 or normal numbers: in [{float(info.tiny):.4g}, "
+            f"{float(info.max):.4g}] for {jnp.dtype(dtype)}, the dtype they are computed in, and "
+            f"not subnormal in their own dtype {class_weights.dtype} (XLA flushes subnormals to "
+            f"0, and larger values round to inf); got {{value}} at index {{index}} ({{count}} "
+            f"such weights).")
   return class_weights

@@ -493,7 +493,8 @@ def linear_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike | None, labels
     chunk_size: classes per block, a positive int (``min(chunk_size, q)`` is used). The
       temporaries grow as ``n × chunk_size``; on 2 CPU cores 512–2048 are fastest.
     label_smoothing: ``ε`` in ``[0, 1]``, mixing the target with the uniform distribution.
-    class_weights: optional ``(q,)`` non-negative weights, one per class.
+    class_weights: optional ``(q,)`` non-negative weights, one per class; each 0 or a normal
+      number of the compute dtype and of its own (see :func:`softmax_jax.cross_entropy`).
     where: optional boolean mask of shape ``(n,)`` (or broadcastable to it); ``False`` examples
       are ignored: loss 0, gradient 0, left out of the ``"mean"``, even where their features are
       NaN or inf (the dense form's ``∂/∂W`` is NaN there, ``xᵀG`` multiplying them by 0).

@@ -807,8 +807,8 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, *, axis: int = -1,
     axis: the class axis of ``logits`` (and of probability labels).
     label_smoothing: ``ε`` in ``[0, 1]``, mixing the target with the uniform distribution.
     class_weights: optional ``[C]`` non-negative weights, one per class; each 0 or a normal
-      number of the compute dtype (float32: at least ``1.18e-38``), as XLA flushes smaller
-      ones to 0.
+      number of the compute dtype (float32: ``[1.18e-38, 3.4e38]``) and not subnormal in its
+      own dtype, as XLA flushes subnormals to 0 (a ``ValueError`` otherwise).
     where: optional boolean mask of the batch shape (logits without ``axis``); ``False``
       examples are ignored: loss 0, gradient 0, and left out of the ``"mean"``.
     reduction: ``"none"``, ``"mean"`` or ``"sum"``.

@@ -78,7 +78,7 @@ def _mills_parts(x: jax.Array, log_cdf: jax.Array) -> tuple[jax.Array, jax.Array
   slope_hi = jnp.where(lam_hi > 0, lam_hi * (x_hi + lam_hi), 0)  # 0 where λ underflows
   # x < -8, t = -x > 8: Φ(x)/φ(x) = 1/(t + 1/(t + 2/(t + 3/(t + ...)))), so λ = t + c with
   # c = 1/(t + d), d = 2/(t + 3/(t + ...)); x + λ = c exactly and λ(x + λ) = t/(t + d) + c².
-  t = jnp.where(hi | ~finite, _CF_SWITCH + 1, -x)
+  t = jnp.where(hi | jnp.isinf(x), _CF_SWITCH + 1, -x)  # NaN x: t is NaN, and so is everything
   d = jax.lax.fori_loop(0, _CF_TERMS - 1, lambda i, d: (_CF_TERMS - i) / (t + d),
                         jnp.zeros_like(t))  # k = _CF_TERMS, ..., 2
   c = 1 / (t + d)
@@ -88,7 +88,7 @@ def _mills_parts(x: jax.Array, log_cdf: jax.Array) -> tuple[jax.Array, jax.Array
   slope = jnp.where(hi, slope_hi, slope_lo)
   lam = jnp.where(x == jnp.inf, 0, jnp.where(x == -jnp.inf, big, lam))  # λ(-∞) = ∞: largest float
   slope = jnp.where(x == jnp.inf, 0, jnp.where(x == -jnp.inf, 1, slope))
-  return jnp.where(jnp.isnan(x), x, lam), jnp.where(jnp.isnan(x), x, slope)
+  return lam, slope
 
 
 def _mills_approx(x: jax.Array) -> tuple[jax.Array, jax.Array]:

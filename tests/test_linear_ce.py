@@ -367,7 +367,7 @@ def test_bad_static_input(kw, exc, msg):
     (dict(class_weights=-jnp.ones(Q)), "class_weights must be finite and >= 0"),
     # A subnormal weight, which XLA would flush to 0 (the mean loss came out wrong).
     (dict(class_weights=jnp.ones(Q).at[3].set(1e-40)),
-     r"class_weights must be 0 or at least 1.175e-38.*got 1e-40 at index \[3\]"),
+     r"class_weights must be 0 or normal numbers.*got 1e-40 at index \[3\]"),
 ])
 def test_bad_values_raise_eagerly(kw, msg):
   x, W, b, labels, _, _ = _problem()

@@ -881,12 +881,12 @@ def test_class_weights_that_xla_would_flush_to_zero_are_an_error():
   y = jnp.array([0, 2])
   for w in ([1e-40, 1.0, 0.0], np.array([1e-40, 1, 0], np.float32),
             jnp.array([1e-38, 0, 1], jnp.bfloat16)):  # bfloat16 shares float32's range
-    with pytest.raises(ValueError, match=r"class_weights must be 0 or at least 1.175e-38.*"
-                                         r"float32.*at index \[0\]"):
+    with pytest.raises(ValueError, match=r"class_weights must be 0 or normal numbers: in "
+                                         r"\[1.175e-38, 3.403e\+38\] for float32.*at index \[0\]"):
       sj.cross_entropy(LOGITS, y, class_weights=w, reduction="mean")
   err, _ = jax.jit(sj.checked(lambda o, w: sj.cross_entropy(o, y, class_weights=w)))(
       LOGITS, jnp.array([1.0, 1e-40, 1.0]))
-  assert err.get() is not None and "smallest normal" in err.get()
+  assert err.get() is not None and "normal numbers" in err.get()
   # At or above the smallest normal number, the mean loss is exact: it does not depend on the
   # scale of the weights.
   ref = sj.cross_entropy(LOGITS, y, class_weights=jnp.array([1.0, 5.0, 3.0]), reduction="mean")
@@ -900,10 +900,18 @@ def test_class_weights_that_xla_would_flush_to_zero_are_an_error():
       sj.cross_entropy(LOGITS, y, class_weights=w16, reduction="mean"),
       (float(w16[0]) * 2.4076059 + 1 * np.log(3)) / (float(w16[0]) + 1), rtol=1e-6)
   with enable_x64():  # float64 weights are computed in the logits' dtype
-    with pytest.raises(ValueError, match="at least 1.175e-38"):
+    with pytest.raises(ValueError, match=r"\[1.175e-38, 3.403e\+38\] for float32"):
       sj.cross_entropy(LOGITS, y, class_weights=np.array([1e-40, 1.0, 1.0]))
-    with pytest.raises(ValueError, match="at least 2.225e-308"):
+    # A float64 3e39 rounds to inf in float32 (the mean loss was NaN).
+    with pytest.raises(ValueError, match=r"for float32.*got 3e\+39 at index \[0\]"):
+      sj.cross_entropy(LOGITS, y, class_weights=np.array([3e39, 0.0, 1.0]), reduction="mean")
+    with pytest.raises(ValueError, match=r"\[2.225e-308, 1.798e\+308\] for float64"):
       sj.cross_entropy(LOGITS.astype(jnp.float64), y, class_weights=np.array([1e-310, 1, 1.0]))
+    # A float32 (or bfloat16) subnormal is flushed when it is converted to float64 too (the mean
+    # loss was 0).
+    for w in (jnp.array([1e-40, 1, 0], jnp.float32), jnp.array([1e-40, 1, 0], jnp.bfloat16)):
+      with pytest.raises(ValueError, match=r"not subnormal in their own dtype"):
+        sj.cross_entropy(LOGITS.astype(jnp.float64), y, class_weights=w, reduction="mean")
     np.testing.assert_allclose(
         sj.cross_entropy(LOGITS.astype(jnp.float64), y, class_weights=np.array([1e-40, 1, 1.0]),
                          reduction="mean"), np.log(3), rtol=1e-12)
