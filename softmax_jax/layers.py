@@ -33,19 +33,20 @@ batch and not counted. The overflow guard below (a max over ``d`` entries, ``2d`
 input and ``2q`` of the output, the same for every layer) is not counted either.
 
 **Extreme inputs.** All four maps are linear in ``x``, so each computes ``o = s·f(x/s) + b`` with
-``s = 2^t`` the power of two for which ``max|x|/s ∈ [2^h, 2^(h+1))``, ``h`` half the dtype's
-exponent range (float32: ``h = 64``; ``s = 1`` when ``max|x| < 2^(h+1) ≈ 3.7e19``, so ordinary
-inputs are untouched). Scaling by a power of two is exact, so this is ``f(x) + b`` up to rounding,
-but the inner sums stay below the float range unless a column of weights sums (in absolute value)
-beyond ``2^(h−1) ≈ 9e18``. Finite inputs therefore give finite logits or ``±inf`` (an honest
-overflow of the result, e.g. ``|x| ≈ 3e38`` with weights near 1), never the NaN that ``inf − inf``
-inside a sum would give. Infinite or NaN inputs are not guarded. :func:`fwht` guards itself the same
-way, row by row. **Known limit:** an entry below ``max|x|·2^-(126+h)`` (float32: ``2^-190``; below
-``2^-62 ≈ 2e-19`` next to ``3e38``) becomes subnormal once scaled, and XLA:CPU flushes it to 0, so
-it drops out of the value, and of its own weights' gradient; that is far below rounding unless the
-large entries' weights are 0 or tiny. (Until 2026-11-30 inputs were scaled to ``[1, 2)``: ``x =
-[3e38, 1.5]`` with ``W = [[0], [1]]`` gave 0, not 1.5.) The derivatives in ``x`` are those of the
-unscaled map, exact for every entry (`_guarded`).
+``s = 2^t`` the power of two for which ``max|x|/s ∈ [2^h, 2^(h+1))``, ``h`` the headroom of
+:func:`guard_headroom` (float32: ``h = 32``; ``s = 1`` when ``max|x| < 2^(h+1) ≈ 8.6e9``, so
+ordinary inputs are untouched; float16: ``h = 0``). Scaling by a power of two is exact, so this is
+``f(x) + b`` up to rounding, but the inner sums stay below the float range unless a column of
+weights sums (in absolute value) beyond ``2^(maxexp−h−2)`` (float32: ``2^94 ≈ 2e28``). Finite inputs
+therefore give finite logits or ``±inf`` (an honest overflow of the result, e.g. ``|x| ≈ 3e38`` with
+weights near 1), never the NaN that ``inf − inf`` inside a sum would give. Infinite or NaN inputs
+are not guarded. :func:`fwht` guards itself the same way, row by row. **Known limit:** an entry
+below ``max|x|·2^-(126+h)`` (float32: ``2^-158``, so below ``2^-30 ≈ 9e-10`` next to ``3e38``)
+becomes subnormal once scaled, and XLA:CPU flushes it to 0, so it drops out of the value, and of its
+own weights' gradient; that is far below rounding unless the large entries' weights are 0 or tiny.
+(Until 2026-11-30 inputs were scaled to ``[1, 2)``: ``x = [3e38, 1.5]`` with ``W = [[0], [1]]`` gave
+0, not 1.5.) The derivatives in ``x`` are those of the unscaled map, exact for every entry
+(`_guarded`).
 
 **Fastfood's permutation.** ``Π`` is fixed at init and never trained. It is stored as static
 pytree metadata (``aux_data``) of :class:`FastfoodParams`, a tuple of Python ints, not as a leaf:
@@ -149,11 +150,14 @@ def pow2_exponent(x: jax.Array, axis: int = -1, *, headroom: int = 0) -> jax.Arr
 
 
 def guard_headroom(dtype: Any) -> int:
-  """The overflow guard's ``headroom``: half the dtype's exponent range (float32: 64, so inputs
-  up to ``2^65 ≈ 3.7e19`` are not scaled at all, and larger ones are scaled to ``[2^64, 2^65)``,
-  where an entry below ``max|x|·2^-190`` is subnormal, instead of ``[1, 2)``, where one below
-  ``max|x|·2^-126`` was)."""
-  return int(jnp.finfo(dtype).maxexp) // 2
+  """The overflow guard's ``headroom``: half the dtype's exponent range less 32, at least 0
+  (float32 and bfloat16: 32, float64: 480, float16: 0). With float32, inputs below ``2^33 ≈
+  8.6e9`` are not scaled at all and larger ones are scaled to ``[2^32, 2^33)``: an entry below
+  ``max|x|·2^-158`` is then subnormal (scaled to ``[1, 2)``, one below ``max|x|·2^-126`` was,
+  so ``1.5`` next to ``3e38``), and the inner sums overflow only where a column of weights sums
+  beyond ``2^94 ≈ 2e28``. float16 keeps ``[1, 2)``: its range is too narrow for headroom (sums of
+  256 weights of 1 overflowed at inputs of 300)."""
+  return max(int(jnp.finfo(dtype).maxexp) // 2 - 32, 0)
 
 
 def times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -186,7 +190,7 @@ def _guarded(linear: Callable[[Any, jax.Array], jax.Array]):
   in ``x``): through the scaled chain a tangent times ``2^-t`` came out 0 for ``t >= 126``
   (XLA:CPU flushes subnormals), and a cotangent times ``2^t`` overflowed. The derivative in the
   parameters keeps the scaled chain, whose inner sums over ``x`` cannot overflow (the unscaled
-  ``x·U`` of a low-rank layer can); so, as in the value, an entry below ``max|x|·2^-190``
+  ``x·U`` of a low-rank layer can); so, as in the value, an entry below ``max|x|·2^-158``
   (float32; :func:`guard_headroom`) drops out of its own weights' gradient.
   """
 

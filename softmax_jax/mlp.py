@@ -133,7 +133,7 @@ def mlp_logits(params: MLPParams, x: ArrayLike, *, activation: str = "relu") -> 
   overflows; with ``activation="tanh"`` the hidden units are bounded by 1, so the logits stay
   finite for any finite ``x``, even ``±3e38`` (ReLU passes such an input on and may overflow to
   ``±inf``, as any linear layer would). The first product has :mod:`softmax_jax.layers`' overflow
-  guard, with its known limit: features below ``max|x|·2^-190`` drop out of the value and of
+  guard, with its known limit: features below ``max|x|·2^-158`` drop out of the value and of
   their weights' gradient (not of the derivatives in ``x``), which matters only where the large
   features' weights are 0 or tiny.
 

@@ -347,6 +347,19 @@ def test_small_inputs_next_to_huge_ones_keep_their_share(name):
     np.testing.assert_allclose(rows[0], rows[1], rtol=1e-6, atol=1e-6)
 
 
+def test_float16_inputs_keep_the_narrow_scaling():
+  # float16 has no room for headroom: 256 weights of ±1 at inputs of 300 sum to ±76,800 beyond
+  # its range; scaled to [1, 2) they do not (a headroom of 8 gave NaN and inf here; review).
+  d, dt = 256, jnp.float16
+  x = jnp.full((d,), 300.0, dt)
+  u = jnp.stack([jnp.ones(d), -jnp.ones(d)], 1).astype(dt)
+  p = layers.LowRankParams(U=u, V=jnp.full((2, 1), 1e-3, dt), b=jnp.zeros(1, dt))
+  np.testing.assert_array_equal(layers.low_rank_logits(p, x), [0.0])
+  p = layers.LowRankParams(U=jnp.ones((d, 1), dt), V=jnp.full((1, 1), 1e-3, dt),
+                           b=jnp.zeros(1, dt))
+  np.testing.assert_allclose(np.float32(layers.low_rank_logits(p, x)[0]), 76.8, rtol=2e-3)
+
+
 def test_overflow_gives_inf_or_exact_cancellation_never_nan():
   # W = 1: the true logits are sums of ±3e38 entries; they overflow to ±inf or cancel exactly.
   params = sj.Params(W=jnp.ones((4, 3)), b=jnp.zeros(3))
@@ -366,10 +379,11 @@ def test_pow2_exponent_and_times_pow2_at_extremes():
                 [np.nan]], np.float32)
   t = np.asarray(jax.jit(layers.pow2_exponent)(x))[:, 0]
   np.testing.assert_array_equal(t, [127, 127, 13, 1, 0, 0, 0, 0, 0, 0])
-  # With headroom h, max|x|/2^t lands in [2^h, 2^(h+1)); the layers' guard uses h = 64.
-  assert layers.guard_headroom(jnp.float32) == 64 and layers.guard_headroom(jnp.float64) == 512
-  t = np.asarray(jax.jit(functools.partial(layers.pow2_exponent, headroom=64))(x))[:, 0]
-  np.testing.assert_array_equal(t, [63, 63, 0, 0, 0, 0, 0, 0, 0, 0])
+  # With headroom h, max|x|/2^t lands in [2^h, 2^(h+1)); the layers' guard uses h = 32.
+  assert [layers.guard_headroom(d) for d in (jnp.float32, jnp.bfloat16, jnp.float64,
+                                             jnp.float16)] == [32, 32, 480, 0]
+  t = np.asarray(jax.jit(functools.partial(layers.pow2_exponent, headroom=32))(x))[:, 0]
+  np.testing.assert_array_equal(t, [95, 95, 0, 0, 0, 0, 0, 0, 0, 0])
   # times_pow2 is exact, also where one factor 2^t alone would be subnormal or overflow.
   xs = jnp.array([3e38, 3e38, 2.5e-38, 1.5, -1.0, 3e38], jnp.float32)
   ts = jnp.array([-127, -128, 126, 127, -126, 1])
