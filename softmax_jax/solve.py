@@ -224,16 +224,22 @@ def _chunk_size(n: int, d1: int, q: int) -> int:
 
 
 def _column_scales(xt_NxD):
-  """Powers of two ``2^(−lo_j)·2^(−hi_j)`` that bring each column of ``X̃`` whose square could
-  overflow (max ``|x̃_j|`` above ``2^(maxexp/2 − 32)``: ``4.3e9`` in float32) into ``[½, 1)``, and
-  leave the others alone (``lo = hi = 0``). Two factors, each at least ``2^-64``: one factor
-  ``2^-128`` is not a normal float32. Returns ``(lo, hi)``, int32 ``(d+1,)``."""
+  """Powers of two ``2^(−lo_j)·2^(−hi_j)`` for the columns of ``X̃`` whose products could
+  overflow the Hessian's sums, and 1 for the others (``lo = hi = 0``).
+
+  A sum of ``n`` products of entries below ``2^k`` stays below ``2^(2k + log₂ n)``; with
+  ``k = ⌊(maxexp − 2 − ⌈log₂ n⌉)/2⌋`` (float32, ``n = 1438``: ``k = 57``, ``1.4e17``) that is at
+  most a quarter of the float range. Columns whose max reaches ``2^k`` are scaled to
+  ``[2^(k−1), 2^k)``, no further: the smaller the scale, the fewer of their small products
+  underflow. Two factors, each at least ``2^-64``: one factor ``2^-128`` is not a normal
+  float32. Returns ``(lo, hi)``, int32 ``(d+1,)``."""
+  n = xt_NxD.shape[0]
   info = jnp.finfo(xt_NxD.dtype)
-  big = 2.0 ** (info.maxexp // 2 - 32)
+  k = (int(info.maxexp) - 2 - math.ceil(math.log2(max(n, 1)))) // 2
   max_D = jnp.max(jnp.abs(xt_NxD), axis=0)
   _, e_D = jnp.frexp(max_D)  # max = f·2^e, f in [½, 1)
-  e_D = jnp.where(max_D > big, e_D, 0)
-  return e_D // 2, e_D - e_D // 2
+  t_D = jnp.where(max_D >= 2.0**k, e_D - k, 0)
+  return t_D // 2, t_D - t_D // 2
 
 
 def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int, scaled: bool = False):
@@ -674,9 +680,11 @@ def hessian(params: Params, x: ArrayLike, *, l2: ArrayLike) -> jax.Array:
   Returns:
     Shape ``((d+1)·q, (d+1)·q)``, in the promoted dtype of ``params`` and ``x``. Its entries
     scale as ``x_i x_j``: an entry beyond the float range (features beyond about 1.8e19 in
-    float32) is ``±inf``, never NaN (columns of large features are scaled by powers of two and
-    scaled back; an entry of such a column below ``2^-126`` times its max, float32, then counts
-    as 0). Extreme logits from ``W`` and ``b`` (±3e38, −inf) are exact.
+    float32) is ``±inf``, never NaN. Columns whose products could overflow the sums (max
+    ``|x_j|`` beyond ``2^k``, ``k ≈ (maxexp − log₂ n)/2``: 1.4e17 in float32 at n = 1438) are
+    scaled by powers of two and scaled back; there a product ``x_i x_j p_a p_b`` that is
+    subnormal once scaled (below ``2^-126`` times the scale factors, float32) counts as 0. Other
+    columns are exact as before. Extreme logits from ``W`` and ``b`` (±3e38, −inf) are exact.
 
   References:
     Böhning, Multinomial logistic regression algorithm, 1992; Zhang et al., Dive into Deep

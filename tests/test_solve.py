@@ -425,6 +425,20 @@ def test_objective_gradient_and_hessian_at_extreme_logits(big, route):
   np.testing.assert_array_equal(solve.hessian(params, x, l2=0.0), want_h)
 
 
+def test_hessian_columns_far_from_overflow_are_not_scaled():
+  # x = [1e10, 1]: x² = 1e20 is far from float32's range, so nothing is scaled and the entry
+  # x·1·p(1 − p) of row 1 (p ≈ e^-46) is kept. Scaling every column beyond 2^32 (a first
+  # version) made it 1.16e-10²·p, below float32's smallest normal: 0 (review).
+  params = Params(jnp.array([[0.0, 1e-7]], jnp.float32), jnp.array([0.0, -46.0], jnp.float32))
+  x = jnp.array([[1e10], [1.0]], jnp.float32)
+  with enable_x64():
+    want = solve.hessian(Params(*(a.astype(jnp.float64) for a in params)),
+                         x.astype(jnp.float64), l2=0.0)
+  got = solve.hessian(params, x, l2=0.0)
+  assert abs(float(want[0, 1])) > 1e-22
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_hessian_entries_beyond_the_float_range_are_inf_not_nan(dtype):
   # W = 0, so every row has the same p = softmax(b) and H = (X̃ᵀX̃/n) ⊗ S + λ(I ⊕ 0) ⊗ I with
