@@ -103,24 +103,40 @@ def _softmax_row_jvp(primals, tangents):
 
 
 @jax.custom_jvp
-def log_softmax_row(x_C: jax.Array, mask_C: jax.Array | None) -> jax.Array:
+def log_softmax_row(x_C: jax.Array, mask_C: jax.Array | None,
+                    alive_C: jax.Array | None = None) -> jax.Array:
+  """``alive_C``: the entries whose tangent is kept even where their value is ``-inf``; by default
+  the finite logits of a row whose max is finite (see the rule). Callers that pass logits divided
+  by a temperature pass the finiteness of the undivided ones."""
+  del alive_C  # used by the derivative only
   z_C, _, _, s = _shifted(x_C, mask_C)
   return z_C - jnp.where(s == 0, 0, _safe_log(s))  # an empty row stays all -inf; NaN: NaN
 
 
 @log_softmax_row.defjvp
 def _log_softmax_row_jvp(primals, tangents):
-  x_C, mask_C = primals
-  dx_C, _ = tangents
+  x_C, mask_C, *alive = primals
+  dx_C = tangents[0]
+  alive_C = alive[0] if alive else None
   ls_C = log_softmax_row(x_C, mask_C)
   p_C = softmax_row(x_C, mask_C)
   # Entries that are -inf because they are masked, -inf logits, or finite logits in a row whose
   # max is +inf (the limit) are constant: their tangent is 0. A finite logit in a finite row
-  # whose value overflowed (x − max below the float range, [3e38, −3e38]) keeps the exact
-  # tangent dx − p·dx.
-  x_C = x_C if mask_C is None else jnp.where(mask_C, x_C, -jnp.inf)
-  overflowed = jnp.isfinite(x_C) & jnp.isfinite(jnp.max(x_C))
-  return ls_C, jnp.where((ls_C == -jnp.inf) & ~overflowed, 0, dx_C - _masked_dot(p_C, dx_C))
+  # whose value overflowed (x − max below the float range, [3e38, −3e38]; or x/T) keeps the
+  # exact tangent dx − p·dx.
+  if alive_C is None:
+    x_C = x_C if mask_C is None else jnp.where(mask_C, x_C, -jnp.inf)
+    alive_C = jnp.isfinite(x_C) & jnp.isfinite(jnp.max(x_C))
+  elif mask_C is not None:
+    alive_C = alive_C & mask_C
+  return ls_C, jnp.where((ls_C == -jnp.inf) & ~alive_C, 0, dx_C - _masked_dot(p_C, dx_C))
+
+
+def _alive(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """`log_softmax_row`'s ``alive_C`` for rows along the last axis of ``x`` (before any division
+  by a temperature, which can turn a finite ``x − max`` into ``-inf``)."""
+  xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
+  return jnp.isfinite(xm) & jnp.isfinite(jnp.max(xm, axis=-1, keepdims=True))
 
 
 def vmap_rows(fn, num_batch_dims: int, in_axes: tuple[Any, ...]):
@@ -196,10 +212,14 @@ def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array
   divisions there gave ``0·inf = NaN`` for a traced ``T`` at logits of ``±3e38``. ``T₀/T`` is
   `_unit_ratio`, whose derivative ``−1/T`` is formed without ``T²``.
 
-  With ``probabilities`` (the softmax, not the log-softmax), entries whose ``exp(z)`` is 0 even as
-  a subnormal are constant in ``T`` too: their probability and its derivatives are exactly 0.
-  At a tiny ``T`` the derivatives of ``T₀/T`` overflow, and a saturated row's zero cotangents
-  times them made ``jax.hessian`` in ``T`` NaN (``T = 1e-25``), where it is 0.
+  With ``probabilities`` (the softmax, not the log-softmax), entries whose ``exp(z)`` is below the
+  smallest normal number (XLA:CPU flushes it to 0) are constant in ``T`` too: their probability
+  and its derivatives are 0. At a tiny ``T`` the derivatives of ``T₀/T`` overflow, and a
+  saturated row's zero cotangents times them made ``jax.hessian`` in ``T`` NaN (``T = 1e-25``),
+  where it is 0. Known limit: forward-over-reverse derivatives (``jax.hessian``) of a
+  log-softmax entry that is constant in ``T`` while others in its row are not (the argmax's
+  ``0`` at ``T = 1e-25``) are still NaN below ``T ≈ 1e-19``: its zero cotangent meets the
+  overflowed ``1/T²`` in JAX's product rule. ``grad(grad)`` and ``jacfwd(jacfwd)`` give 0.
   """
   m = jnp.max(x if mask is None else jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
   m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
@@ -211,7 +231,7 @@ def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array
   scaled = jnp.isfinite(z) & (z != 0)
   if probabilities:
     info = jnp.finfo(z.dtype)
-    scaled = scaled & (z > float(np.log(info.smallest_subnormal)) - 1)  # float32: −104.3
+    scaled = scaled & (z >= float(np.log(info.tiny)))  # float32: −87.3; exp flushes below
   scaled = scaled | jnp.isnan(z)  # a NaN entry keeps T: its row's derivative in T is NaN
   # A row with no such entry does not see T at all (T₀/T of 1): a zero cotangent times the
   # overflowed derivative of T₀/T is NaN, even where every entry is left out of the product.
@@ -227,9 +247,15 @@ def _apply_rows(x, mask, temperature, *, row_fn, axis, keep_axis, scaled=True,
   x = jnp.moveaxis(x.astype(v.compute_dtype(dtype)), axis, -1)
   if mask is not None:
     mask = jnp.moveaxis(mask, axis, -1)
-  if scaled:
+  mask_axis = None if mask is None else 0
+  if scaled and row_fn is log_softmax_row:
+    alive = _alive(x, mask)
     x = _divide_shifted(x, mask, temperature, probabilities=probabilities)
-  out = vmap_rows(row_fn, x.ndim - 1, (0, None if mask is None else 0))(x, mask)
+    out = vmap_rows(row_fn, x.ndim - 1, (0, mask_axis, 0))(x, mask, alive)
+  else:
+    if scaled:
+      x = _divide_shifted(x, mask, temperature, probabilities=probabilities)
+    out = vmap_rows(row_fn, x.ndim - 1, (0, mask_axis))(x, mask)
   if keep_axis:
     out = jnp.moveaxis(out, -1, axis)
   return out.astype(dtype)
