@@ -35,18 +35,19 @@ input and ``2q`` of the output, the same for every layer) is not counted either.
 **Extreme inputs.** All four maps are linear in ``x``, so each computes ``o = s·f(x/s) + b`` with
 ``s = 2^t`` the power of two for which ``max|x|/s ∈ [2^h, 2^(h+1))``, ``h`` the headroom of
 :func:`guard_headroom` (float32: ``h = 32``; ``s = 1`` when ``max|x| < 2^(h+1) ≈ 8.6e9``, so
-ordinary inputs are untouched; float16: ``h = 0``). Scaling by a power of two is exact, so this is
-``f(x) + b`` up to rounding, but the inner sums stay below the float range unless a column of
-weights sums (in absolute value) beyond ``2^(maxexp−h−2)`` (float32: ``2^94 ≈ 2e28``). Finite inputs
-therefore give finite logits or ``±inf`` (an honest overflow of the result, e.g. ``|x| ≈ 3e38`` with
-weights near 1), never the NaN that ``inf − inf`` inside a sum would give. Infinite or NaN inputs
-are not guarded. :func:`fwht` guards itself the same way, row by row. **Known limit:** an entry
-below ``max|x|·2^-(126+h)`` (float32: ``2^-158``, so below ``2^-30 ≈ 9e-10`` next to ``3e38``)
-becomes subnormal once scaled, and XLA:CPU flushes it to 0, so it drops out of the value, and of its
-own weights' gradient; that is far below rounding unless the large entries' weights are 0 or tiny.
-(Until 2026-11-30 inputs were scaled to ``[1, 2)``: ``x = [3e38, 1.5]`` with ``W = [[0], [1]]`` gave
-0, not 1.5.) The derivatives in ``x`` are those of the unscaled map, exact for every entry
-(`_guarded`).
+ordinary inputs are untouched; float16: ``h = 0``, a scaling to ``[1, 2)``, so there an entry below
+``max|x|·2^-14`` is a float16 subnormal once scaled and loses precision). Scaling by a power of two
+is exact, so this is ``f(x) + b`` up to rounding, but the inner sums stay below the float range
+unless a column of weights sums (in absolute value) beyond ``2^(maxexp−h−2)`` (float32: ``2^94 ≈
+2e28``). Finite inputs therefore give finite logits or ``±inf`` (an honest overflow of the result,
+e.g. ``|x| ≈ 3e38`` with weights near 1), never the NaN that ``inf − inf`` inside a sum would give.
+Infinite or NaN inputs are not guarded. :func:`fwht` guards itself the same way, row by row. **Known
+limit:** an entry below ``max|x|·2^-(126+h)`` (float32: ``2^-158``, so below ``2^-30 ≈ 9e-10`` next
+to ``3e38``) becomes subnormal once scaled, and XLA:CPU flushes it to 0, so it drops out of the
+value, and of its own weights' gradient; that is far below rounding unless the large entries'
+weights are 0 or tiny. (Until 2026-11-30 inputs were scaled to ``[1, 2)``: ``x = [3e38, 1.5]`` with
+``W = [[0], [1]]`` gave 0, not 1.5.) The derivatives in ``x`` are those of the unscaled map, exact
+for every entry (`_guarded`).
 
 **Fastfood's permutation.** ``Π`` is fixed at init and never trained. It is stored as static
 pytree metadata (``aux_data``) of :class:`FastfoodParams`, a tuple of Python ints, not as a leaf:
@@ -569,9 +570,10 @@ def fwht(x: ArrayLike) -> jax.Array:
   .. math:: H_1 = [1], \qquad H_{2m} = \begin{bmatrix} H_m & H_m \\ H_m & -H_m \end{bmatrix}
 
   Each of the ``log₂ n`` stages reshapes the axis to ``[n/2h, 2, h]`` and replaces the pair
-  ``(a, b)`` by ``(a + b, a − b)``. Rows whose largest entry exceeds 1 are first divided by a
-  power of two (exactly) and the result multiplied back, so finite input gives finite output or
-  ``±inf``, never ``inf − inf = NaN``.
+  ``(a, b)`` by ``(a + b, a − b)``. Rows whose largest entry reaches ``2^(h+1)``
+  (:func:`guard_headroom`; float32: ``8.6e9``) are first divided by a power of two (exactly) and
+  the result multiplied back, so finite input gives finite output or ``±inf``, never
+  ``inf − inf = NaN``.
 
   Args:
     x: shape ``[..., n]`` with ``n`` a power of two; floating point.

@@ -77,6 +77,7 @@ from softmax_jax import _validation as v
 from softmax_jax._precision import dot
 from softmax_jax.losses import _exp_shifted_value
 from softmax_jax.losses import reduce_losses
+from softmax_jax.losses import scaled_for_mean
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -515,4 +516,6 @@ def linear_cross_entropy(x: ArrayLike, W: ArrayLike, b: ArrayLike | None, labels
   """
   x, W, b, labels, w, mask, tau, cfg = _prepare(x, W, b, labels, chunk_size, label_smoothing,
                                                 class_weights, where, reduction, filter_eps)
+  if w is not None and cfg.hard and reduction == "mean":
+    w = scaled_for_mean(w)  # the same mean, with sums that cannot overflow
   return _linear_cross_entropy(x, W, b, labels, w, mask, tau, cfg=cfg, reduction=reduction)

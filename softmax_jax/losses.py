@@ -682,6 +682,25 @@ def _per_example(row_fn, eps, logits, labels, hard, axis, class_weights, mask):
   return fn(o, labels, w, mask)
 
 
+def scaled_for_mean(w: jax.Array) -> jax.Array:
+  """Class weights in the compute dtype, with very large ones brought down by a power of two,
+  for ``"mean"`` with class ids: that mean is a ratio of two sums linear in the weights, so the
+  scaling changes neither it nor its derivatives (the factor is a constant), but its sums cannot
+  overflow (weights of ``2e38`` gave ``inf/inf = NaN``) nor its terms underflow (label smoothing's
+  ``ε/q·w`` at weights of ``1e-37``). Only weights whose max reaches ``2^k``, ``k = maxexp/2``
+  (float32: ``1.8e19``), or stays below ``2^-k`` (``5.4e-20``), are scaled, to just below
+  ``2^k`` or just below ``2^-k``: scaling ordinary weights down would scale the derivatives'
+  intermediates up (``∂/∂w`` of a ``1.2e38`` mean at weights of 2 overflowed at a scale of ¼).
+  Two factors, each a normal number: ``2^-128`` alone is not."""
+  w = w.astype(v.compute_dtype(w.dtype))
+  k = int(jnp.finfo(w.dtype).maxexp) // 2
+  m = jax.lax.stop_gradient(jnp.max(w))
+  _, e = jnp.frexp(m)  # m in [2^(e−1), 2^e)
+  t = jnp.where((m >= 2.0**k) & (m < jnp.inf), e - k, jnp.where((m > 0) & (m < 2.0**-k), e + k, 0))
+  one = jnp.ones((), w.dtype)
+  return w * jnp.ldexp(one, -(t // 2)) * jnp.ldexp(one, t // 2 - t)
+
+
 def reduce_losses(loss: jax.Array, reduction: str, *, mask: jax.Array | None = None,
                   labels: jax.Array | None = None,
                   class_weights: jax.Array | None = None) -> jax.Array:
@@ -823,6 +842,8 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, *, axis: int = -1,
   v.check_reduction(reduction)
   logits, labels, hard, axis, eps, w, mask = _prepare(logits, labels, axis, label_smoothing,
                                                       class_weights, where)
+  if w is not None and hard and reduction == "mean":
+    w = scaled_for_mean(w)
   return _cross_entropy(logits, labels, w, mask, hard=hard, axis=axis, eps=eps,
                         reduction=reduction)
 

@@ -216,23 +216,31 @@ def _divide_shifted(x: jax.Array, mask: jax.Array | None, temperature: jax.Array
   smallest normal number (XLA:CPU flushes it to 0) are constant in ``T`` too: their probability
   and its derivatives are 0. At a tiny ``T`` the derivatives of ``T₀/T`` overflow, and a
   saturated row's zero cotangents times them made ``jax.hessian`` in ``T`` NaN (``T = 1e-25``),
-  where it is 0. Known limit: forward-over-reverse derivatives (``jax.hessian``) of a
-  log-softmax entry that is constant in ``T`` while others in its row are not (the argmax's
-  ``0`` at ``T = 1e-25``) are still NaN below ``T ≈ 1e-19``: its zero cotangent meets the
-  overflowed ``1/T²`` in JAX's product rule. ``grad(grad)`` and ``jacfwd(jacfwd)`` give 0.
+  where it is 0; masked entries and the entries of a ``+inf`` row are left out for the same
+  reason. Known limits below ``T ≈ 1e-19`` (float32), where ``1/T²`` overflows:
+  forward-over-reverse derivatives (``jax.hessian``) of a log-softmax entry that is constant in
+  ``T`` while others in its row are not (the argmax's ``0``, a masked or ``−inf`` entry) are
+  NaN: its zero cotangent meets the overflowed ``1/T²`` in JAX's product rule (``grad(grad)``
+  and ``jacfwd(jacfwd)`` give 0). In rows that are not saturated, second derivatives form
+  ``1/T²`` before multiplying by ``z``, so they overflow to ``±inf`` (sometimes of the wrong
+  sign, or NaN) even where the exact value ``∝ z²/T⁴ + z/T³`` is finite or of the other sign.
   """
   m = jnp.max(x if mask is None else jnp.where(mask, x, -jnp.inf), axis=-1, keepdims=True)
+  plus_inf_row = m == jnp.inf  # its finite entries are the limit, constant in T
   m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
   t0 = jax.lax.stop_gradient(temperature)
   d = x - m
   z = jnp.where(jnp.isfinite(d) | ~jnp.isfinite(x), d / t0, x / t0 - m / t0)
   # z = 0 (the max, constant in T) and z = ±inf are left out of the product too: at a tiny T the
   # derivatives of T₀/T overflow, and 0·inf was NaN in forward mode's second derivative.
-  scaled = jnp.isfinite(z) & (z != 0)
+  # So are masked entries and the entries of a +inf row, all constant in T.
+  live = ~plus_inf_row if mask is None else mask & ~plus_inf_row
+  scaled = jnp.isfinite(z) & (z != 0) & live
   if probabilities:
     info = jnp.finfo(z.dtype)
     scaled = scaled & (z >= float(np.log(info.tiny)))  # float32: −87.3; exp flushes below
-  scaled = scaled | jnp.isnan(z)  # a NaN entry keeps T: its row's derivative in T is NaN
+  # An unmasked NaN entry keeps T: its row's derivative in T is NaN.
+  scaled = scaled | (jnp.isnan(z) if mask is None else jnp.isnan(z) & mask)
   # A row with no such entry does not see T at all (T₀/T of 1): a zero cotangent times the
   # overflowed derivative of T₀/T is NaN, even where every entry is left out of the product.
   t_row = jnp.where(jnp.any(scaled, axis=-1, keepdims=True), temperature, 1)

@@ -917,6 +917,36 @@ def test_class_weights_that_xla_would_flush_to_zero_are_an_error():
                          reduction="mean"), np.log(3), rtol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [1e38, 1.7e38, 1e-37])
+def test_mean_with_class_weights_near_the_float_limits(scale):
+  # "mean" with class ids is Σ w_y l / Σ w_y, the same for w and s·w. Weights of 2e38 made both
+  # sums inf and the loss NaN, with a zero gradient (review); they are now scaled by a power of
+  # two first. Both kernels, and linear_cross_entropy.
+  o = jnp.array([[1.0, 2.0, 0.0], [0.0, 3.0, 2.0], [1.0, 1.0, 5.0]])
+  y = jnp.array([0, 1, 2])
+  w = jnp.array([2.0, 1.5, 1.0])
+
+  def mean(o, w):
+    return sj.cross_entropy(o, y, class_weights=w, reduction="mean")
+
+  want, want_do = mean(o, w), jax.grad(mean)(o, w)
+  got, got_do = mean(o, w * scale), jax.grad(mean)(o, w * scale)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(got_do, want_do, rtol=1e-5, atol=1e-7)
+  # The gradient in the weights scales as 1/s (the mean is homogeneous of degree 0): about
+  # 1e-39 at s = 1e38, below float32's normal range, so 0 there; never NaN.
+  g_w = jax.grad(mean, 1)(o, w * scale)
+  assert np.isfinite(g_w).all()
+  if scale < 1:
+    np.testing.assert_allclose(g_w * scale, jax.grad(mean, 1)(o, w), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+      sj.linear_cross_entropy(o, jnp.eye(3), None, y, class_weights=w * scale), want, rtol=1e-6)
+  # With label smoothing too (every term is linear in the weights).
+  np.testing.assert_allclose(
+      sj.cross_entropy(o, y, class_weights=w * scale, label_smoothing=0.2, reduction="mean"),
+      sj.cross_entropy(o, y, class_weights=w, label_smoothing=0.2, reduction="mean"), rtol=1e-6)
+
+
 def test_masked_bad_labels_are_allowed():
   out = sj.cross_entropy(LOGITS, jnp.array([0, 7]), where=jnp.array([True, False]))
   assert out[1] == 0

@@ -497,6 +497,19 @@ def test_temperature_gradient_at_extreme_temperatures(t):
   assert h == 0.0, h
 
 
+def test_a_masked_nan_logit_does_not_reach_the_temperature_derivative():
+  # A NaN entry keeps its row's derivative in T NaN, unless it is masked (review: a first
+  # version of the tiny-T fix made the masked one NaN in reverse mode too).
+  x = jnp.array([0.0, -1.0, np.nan])
+  t = jnp.float32(0.5)
+  p = np.exp([0.0, -2.0]) / np.exp([0.0, -2.0]).sum()
+  want = -p[1] * (-2.0 - p @ np.array([0.0, -2.0])) / 0.5  # d softmax_1 / dT at z = x/T
+  for d in (jax.grad, jax.jacfwd):
+    got = d(lambda t: sj.softmax(x, temperature=t, where=jnp.array([True, True, False]))[1])(t)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert np.isnan(d(lambda t: sj.softmax(x, temperature=t)[1])(t))
+
+
 @pytest.mark.parametrize("t", [1e-25, 1e-37])
 def test_second_and_third_derivatives_in_tiny_temperatures(t):
   """At x = [1, 2, 3] and float32 T ≤ 1e-19 the softmax is one-hot to float precision, so its
@@ -531,6 +544,13 @@ def test_second_and_third_derivatives_in_tiny_temperatures(t):
     assert d2(lambda t: sj.log_softmax(x, temperature=t)[2])(t) == 0
   # Entries whose exp(z) is below the smallest normal float32 (flushed to 0 on XLA:CPU) are
   # constant in T: z = -95 and -88 gave NaN when only exp(z) < smallest subnormal counted.
+  # Masked entries and the finite entries of a +inf row are constant in T as well (NaN).
+  for row, where in (([0.0, -1.0, 5.0], [True, True, False]), ([np.inf, 1.0, -1.0], None)):
+    row = jnp.array(row)
+    where = None if where is None else jnp.array(where)
+    np.testing.assert_array_equal(
+        jax.hessian(lambda t, row=row, where=where: sj.softmax(row, temperature=t, where=where))(
+            t), 0)
   for z in (-88.0, -95.0, -110.0):
     xz = jnp.array([0.0, z * float(t)])
     np.testing.assert_array_equal(
