@@ -81,6 +81,7 @@ from jax.typing import ArrayLike
 from softmax_jax import _validation as v
 from softmax_jax._precision import dot
 from softmax_jax._precision import einsum
+from softmax_jax._precision import times_pow2
 from softmax_jax.model import Params as DenseParams
 
 # --- validation and shared pieces ----------------------------------------------------------------
@@ -159,20 +160,6 @@ def guard_headroom(dtype: Any) -> int:
   beyond ``2^94 ≈ 2e28``. float16 keeps ``[1, 2)``: its range is too narrow for headroom (sums of
   256 weights of 1 overflowed at inputs of 300)."""
   return max(int(jnp.finfo(dtype).maxexp) // 2 - 32, 0)
-
-
-def times_pow2(x: jax.Array, t: jax.Array) -> jax.Array:
-  """``x·2^t``, exactly (barring overflow or underflow), for ``|t| <= 128``.
-
-  ``2^t`` is applied as two factors ``2^a·2^b`` (``a = t//2``) so that neither is subnormal: XLA
-  on CPU flushes subnormals to zero, and ``2^-127`` is one. A power-of-two scaling is exact, so a
-  linear ``f`` satisfies ``f(x) = 2^t f(x·2^-t)`` to rounding; entries smaller than the largest by
-  ``2^-126`` or more are flushed to 0 (XLA:CPU flushes subnormals): their share of a sum is below
-  rounding unless the large entries are weighted by 0 or nearly so (the module's known limit).
-  """
-  one = jnp.ones((), x.dtype)
-  a = t // 2
-  return x * jnp.ldexp(one, a).astype(x.dtype) * jnp.ldexp(one, t - a).astype(x.dtype)
 
 
 def _batched(fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array) -> jax.Array:

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from softmax_jax import _validation as v
+from softmax_jax._precision import times_pow2
 from softmax_jax.softmax import vmap_rows
 
 _is_zero = v.is_zero_tangent
@@ -690,15 +691,13 @@ def scaled_for_mean(w: jax.Array) -> jax.Array:
   ``ε/q·w`` at weights of ``1e-37``). Only weights whose max reaches ``2^k``, ``k = maxexp/2``
   (float32: ``1.8e19``), or stays below ``2^-k`` (``5.4e-20``), are scaled, to just below
   ``2^k`` or just below ``2^-k``: scaling ordinary weights down would scale the derivatives'
-  intermediates up (``∂/∂w`` of a ``1.2e38`` mean at weights of 2 overflowed at a scale of ¼).
-  Two factors, each a normal number: ``2^-128`` alone is not."""
+  intermediates up (``∂/∂w`` of a ``1.2e38`` mean at weights of 2 overflowed at a scale of ¼)."""
   w = w.astype(v.compute_dtype(w.dtype))
   k = int(jnp.finfo(w.dtype).maxexp) // 2
   m = jax.lax.stop_gradient(jnp.max(w))
   _, e = jnp.frexp(m)  # m in [2^(e−1), 2^e)
   t = jnp.where((m >= 2.0**k) & (m < jnp.inf), e - k, jnp.where((m > 0) & (m < 2.0**-k), e + k, 0))
-  one = jnp.ones((), w.dtype)
-  return w * jnp.ldexp(one, -(t // 2)) * jnp.ldexp(one, t // 2 - t)
+  return times_pow2(w, -t)
 
 
 def reduce_losses(loss: jax.Array, reduction: str, *, mask: jax.Array | None = None,

@@ -224,22 +224,21 @@ def _chunk_size(n: int, d1: int, q: int) -> int:
 
 
 def _column_scales(xt_NxD):
-  """Powers of two ``2^(−lo_j)·2^(−hi_j)`` for the columns of ``X̃`` whose products could
-  overflow the Hessian's sums, and 1 for the others (``lo = hi = 0``).
+  """Powers of two ``2^(−t_j)`` for the columns of ``X̃`` whose products could overflow the
+  Hessian's sums, and 1 for the others (``t_j = 0``).
 
   A sum of ``n`` products of entries below ``2^k`` stays below ``2^(2k + log₂ n)``; with
   ``k = ⌊(maxexp − 2 − ⌈log₂ n⌉)/2⌋`` (float32, ``n = 1438``: ``k = 57``, ``1.4e17``) that is at
   most a quarter of the float range. Columns whose max reaches ``2^k`` are scaled to
   ``[2^(k−1), 2^k)``, no further: the smaller the scale, the fewer of their small products
-  underflow. Two factors, each at least ``2^-64``: one factor ``2^-128`` is not a normal
-  float32. Returns ``(lo, hi)``, int32 ``(d+1,)``."""
+  underflow. Returns the exponents ``t``, int32 ``(d+1,)``: the columns are multiplied by
+  ``2^-t`` (:func:`softmax_jax._precision.times_pow2`)."""
   n = xt_NxD.shape[0]
   info = jnp.finfo(xt_NxD.dtype)
   k = (int(info.maxexp) - 2 - math.ceil(math.log2(max(n, 1)))) // 2
   max_D = jnp.max(jnp.abs(xt_NxD), axis=0)
   _, e_D = jnp.frexp(max_D)  # max = f·2^e, f in [½, 1)
-  t_D = jnp.where(max_D >= 2.0**k, e_D - k, 0)
-  return t_D // 2, t_D - t_D // 2
+  return jnp.where(max_D >= 2.0**k, e_D - k, 0)
 
 
 def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int, scaled: bool = False):
@@ -261,9 +260,8 @@ def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int, scaled: bool = False):
   q = theta_DxC.shape[1]
   p_NxC = softmax(_precision.dot(xt_NxD, theta_DxC), axis=1)
   if scaled:
-    lo_D, hi_D = _column_scales(xt_NxD)
-    one = jnp.ones((), xt_NxD.dtype)
-    xt_NxD = xt_NxD * jnp.ldexp(one, -lo_D)[None, :] * jnp.ldexp(one, -hi_D)[None, :]
+    t_D = _column_scales(xt_NxD)
+    xt_NxD = _precision.times_pow2(xt_NxD, -t_D[None, :])
   pad = (-n) % chunk  # padded rows have x̃ = 0, so they add nothing
   xs = jnp.pad(xt_NxD, ((0, pad), (0, 0))).reshape(-1, chunk, d1)
   ps = jnp.pad(p_NxC, ((0, pad), (0, 0))).reshape(-1, chunk, q)
@@ -282,10 +280,9 @@ def _hessian(theta_DxC, xt_NxD, l2, *, chunk: int, scaled: bool = False):
   eye_CxC = jnp.eye(q, dtype=dtype)
   penalised = jnp.ones((d1,), dtype).at[-1].set(0)
   h = (jnp.einsum("iaj,ab->iajb", diag, eye_CxC) - outer.reshape(d1, q, d1, q)) / n
-  if scaled:  # back to X̃'s scale, one power of two at a time: finite factors, exact or ±inf
-    for e_D in (lo_D, hi_D):
-      up_D = jnp.ldexp(one, e_D)
-      h = h * up_D[:, None, None, None] * up_D[None, None, :, None]
+  if scaled:  # back to X̃'s scale by powers of two: exact, or ±inf beyond the range
+    h = _precision.times_pow2(h, t_D[:, None, None, None])
+    h = _precision.times_pow2(h, t_D[None, None, :, None])
   h = h + l2 * jnp.einsum("ij,ab->iajb", jnp.diag(penalised), eye_CxC)
   return h.reshape(d1 * q, d1 * q)
 
