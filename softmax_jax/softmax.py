@@ -106,8 +106,8 @@ def _softmax_row_jvp(primals, tangents):
 def log_softmax_row(x_C: jax.Array, mask_C: jax.Array | None,
                     alive_C: jax.Array | None = None) -> jax.Array:
   """``alive_C``: the entries whose tangent is kept even where their value is ``-inf``; by default
-  the finite logits of a row whose max is finite (see the rule). Callers that pass logits divided
-  by a temperature pass the finiteness of the undivided ones."""
+  `_alive` of ``x_C`` (finite, unmasked logits of a row whose max is finite). Callers that pass
+  logits divided by a temperature pass `_alive` of the undivided ones."""
   del alive_C  # used by the derivative only
   z_C, _, _, s = _shifted(x_C, mask_C)
   return z_C - jnp.where(s == 0, 0, _safe_log(s))  # an empty row stays all -inf; NaN: NaN
@@ -125,10 +125,7 @@ def _log_softmax_row_jvp(primals, tangents):
   # whose value overflowed (x − max below the float range, [3e38, −3e38]; or x/T) keeps the
   # exact tangent dx − p·dx.
   if alive_C is None:
-    x_C = x_C if mask_C is None else jnp.where(mask_C, x_C, -jnp.inf)
-    alive_C = jnp.isfinite(x_C) & jnp.isfinite(jnp.max(x_C))
-  elif mask_C is not None:
-    alive_C = alive_C & mask_C
+    alive_C = _alive(x_C, mask_C)
   return ls_C, jnp.where((ls_C == -jnp.inf) & ~alive_C, 0, dx_C - _masked_dot(p_C, dx_C))
 
 
@@ -255,15 +252,12 @@ def _apply_rows(x, mask, temperature, *, row_fn, axis, keep_axis, scaled=True,
   x = jnp.moveaxis(x.astype(v.compute_dtype(dtype)), axis, -1)
   if mask is not None:
     mask = jnp.moveaxis(mask, axis, -1)
-  mask_axis = None if mask is None else 0
-  if scaled and row_fn is log_softmax_row:
-    alive = _alive(x, mask)
+  # log_softmax_row is told which entries were finite before the division (see its rule).
+  alive = (_alive(x, mask),) if scaled and row_fn is log_softmax_row else ()
+  if scaled:
     x = _divide_shifted(x, mask, temperature, probabilities=probabilities)
-    out = vmap_rows(row_fn, x.ndim - 1, (0, mask_axis, 0))(x, mask, alive)
-  else:
-    if scaled:
-      x = _divide_shifted(x, mask, temperature, probabilities=probabilities)
-    out = vmap_rows(row_fn, x.ndim - 1, (0, mask_axis))(x, mask)
+  in_axes = (0, None if mask is None else 0, *(0 for _ in alive))
+  out = vmap_rows(row_fn, x.ndim - 1, in_axes)(x, mask, *alive)
   if keep_axis:
     out = jnp.moveaxis(out, -1, axis)
   return out.astype(dtype)
